@@ -1,0 +1,87 @@
+# make book   build the HTML book into _build/html
+# make test   lint, unit tests, notebooks (nbval), book with warnings as errors, benchmark smoke runs
+# make lab    start JupyterLab in notebooks/
+# make clean  remove _build
+# make constraints  rewrite constraints.txt from the packages in .venv
+# All targets create .venv on first use and install the versions pinned in constraints.txt.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DELETE_ON_ERROR:
+.PHONY: book test lint unit notebooks benchmarks lab clean constraints
+
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+STAMP := $(VENV)/.installed
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+BENCHMARKS := $(wildcard benchmarks/*.py)
+BOOK_SOURCES := _config.yml _toc.yml $(wildcard book/* posenc_lib/*.py) $(NOTEBOOKS)
+# No progress bars anywhere, so that a notebook saved from `make lab` has the outputs nbval reproduces.
+export TQDM_DISABLE := 1
+
+# This machine's pip config adds local indexes; pip warns "Location ... is ignored" for every package that is
+# not in them. Drop exactly those lines; everything else (real warnings, errors) is shown.
+PIP_INSTALL = $(BIN)/pip install --quiet -c constraints.txt -e
+PIP_FILTER = 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { \
+	  echo "error: $(PYTHON) is Python $$($(PYTHON) -V 2>&1 | cut -d' ' -f2); this course needs 3.10 or newer." >&2; \
+	  echo "Install Python 3.10+ and run: make PYTHON=python3.11 $(MAKECMDGOALS)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	@echo "Installing the pinned dependencies into $(VENV) (the first time takes a few minutes)..."
+	$(PIP_INSTALL) ".[book,test]" $(PIP_FILTER)
+	@touch $@
+
+# Rebuilt from scratch whenever a source changes: an incremental Sphinx build would not repeat the warnings
+# of unchanged pages, so -W could pass on a second run.
+_build/html/index.html: $(BOOK_SOURCES) $(STAMP)
+	$(BIN)/jupyter-book build . --all -W -n --keep-going --quiet
+	@touch $@
+
+book: _build/html/index.html
+	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
+
+test: lint unit notebooks book benchmarks
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+unit: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/pytest tests
+
+# Not with MPLBACKEND=Agg: the kernel must use the inline backend, as in Jupyter, to reproduce stored figures.
+notebooks: $(STAMP)
+ifneq ($(NOTEBOOKS),)
+	env -u MPLBACKEND $(BIN)/pytest --nbval --nbval-current-env $(NOTEBOOKS)
+else
+	@echo "No notebooks in notebooks/ yet: nothing for nbval to check."
+endif
+
+# Smoke-run each benchmark script that has a --quick mode.
+benchmarks: $(STAMP)
+	@for script in $(BENCHMARKS); do \
+	  if grep -q -- '--quick' "$$script"; then \
+	    echo "$(BIN)/python $$script --quick"; MPLBACKEND=Agg $(BIN)/python "$$script" --quick; fi; \
+	done
+
+$(VENV)/.installed-lab: $(STAMP)
+	$(PIP_INSTALL) ".[book,test,lab]" $(PIP_FILTER)
+	@touch $@
+
+lab: $(VENV)/.installed-lab
+	mkdir -p notebooks
+	cd notebooks && env -u MPLBACKEND $(abspath $(BIN))/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)
+
+clean:
+	rm -rf _build
+
+# After adding or upgrading a dependency: pin what .venv now holds (torch without its +cpu label, so that the
+# pin also matches the wheels on PyPI).
+constraints:
+	$(BIN)/pip freeze --all --exclude-editable | grep -v -E '^(pip|setuptools)==' \
+	  | sed -E 's/^torch==([^+]+)\+.*/torch==\1/' > constraints.txt

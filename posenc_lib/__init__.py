@@ -1,0 +1,89 @@
+"""posenc_lib: positional encodings for Transformers, the library of the course.
+
+Each module holds one family of encodings, with its formula and paper in the docstrings:
+
+* :mod:`posenc_lib.sinusoidal`: the sinusoid of Vaswani et al. (2017);
+* :mod:`posenc_lib.learned`: learned absolute embeddings (BERT, GPT-2);
+* :mod:`posenc_lib.relative`: relative positions and Shaw et al. (2018);
+* :mod:`posenc_lib.transformer_xl`: Transformer-XL's relative attention (Dai et al. 2019);
+* :mod:`posenc_lib.t5`: T5's bucketed relative bias (Raffel et al. 2020);
+* :mod:`posenc_lib.alibi`: ALiBi (Press et al. 2022);
+* :mod:`posenc_lib.rope` and :mod:`posenc_lib.rope_scaling`: RoPE (Su et al. 2021) and its context-extension
+  variants (Position Interpolation, NTK, YaRN, Llama 3, LongRoPE);
+* :mod:`posenc_lib.xpos`: xPos (Sun et al. 2022); :mod:`posenc_lib.nope`: no positional encoding;
+* :mod:`posenc_lib.transformer`: attention, a Transformer block and a tiny decoder that take any of them;
+* :mod:`posenc_lib.plotting` and :mod:`posenc_lib.device`: figures and device choice for the chapters.
+
+The names below are importable from the package itself.
+"""
+
+from posenc_lib.alibi import ALiBi, alibi_bias, alibi_slopes
+from posenc_lib.base import PositionalEncoding
+from posenc_lib.device import get_device
+from posenc_lib.learned import LearnedPositionalEmbedding
+from posenc_lib.nope import NoPE
+from posenc_lib.relative import ShawRelativeAttention, pairwise_relative_positions, relative_positions
+from posenc_lib.rope import RotaryEmbedding, apply_rope, rope_angles, rope_permutation, rotate_with_cos_sin
+from posenc_lib.rope_scaling import (
+    dynamic_ntk_scaling,
+    linear_scaling,
+    llama3_scaling,
+    longrope_scaling,
+    rope_frequencies,
+    rope_inverse_frequencies,
+    yarn_scaling,
+)
+from posenc_lib.sinusoidal import (
+    SinusoidalPositionalEncoding,
+    sinusoid_offset_matrix,
+    sinusoidal_encoding,
+    sinusoidal_encoding_at,
+    sinusoidal_frequencies,
+)
+from posenc_lib.t5 import T5RelativeBias, t5_bucket
+from posenc_lib.transformer import MultiHeadAttention, TinyDecoder, TransformerBlock, build_positional_encoding
+from posenc_lib.transformer_xl import TransformerXLRelativeAttention, rel_shift
+from posenc_lib.xpos import XPos, apply_xpos, xpos_scale
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALiBi",
+    "LearnedPositionalEmbedding",
+    "MultiHeadAttention",
+    "NoPE",
+    "PositionalEncoding",
+    "RotaryEmbedding",
+    "ShawRelativeAttention",
+    "SinusoidalPositionalEncoding",
+    "T5RelativeBias",
+    "TinyDecoder",
+    "TransformerBlock",
+    "TransformerXLRelativeAttention",
+    "XPos",
+    "alibi_bias",
+    "alibi_slopes",
+    "apply_rope",
+    "apply_xpos",
+    "build_positional_encoding",
+    "dynamic_ntk_scaling",
+    "get_device",
+    "linear_scaling",
+    "llama3_scaling",
+    "longrope_scaling",
+    "pairwise_relative_positions",
+    "rel_shift",
+    "relative_positions",
+    "rope_angles",
+    "rope_frequencies",
+    "rope_inverse_frequencies",
+    "rope_permutation",
+    "rotate_with_cos_sin",
+    "sinusoid_offset_matrix",
+    "sinusoidal_encoding",
+    "sinusoidal_encoding_at",
+    "sinusoidal_frequencies",
+    "t5_bucket",
+    "xpos_scale",
+    "yarn_scaling",
+]

@@ -1,0 +1,255 @@
+r"""Sinusoidal absolute positional encoding (Vaswani et al. 2017, "Attention Is All You Need", §3.5).
+
+Pair :math:`i` of the :math:`d` dimensions (:math:`i = 0, \dots, d/2 - 1`) oscillates with the angular
+frequency :math:`\omega_i = \mathrm{base}^{-2i/d}`, ``base`` = 10000. Low :math:`i` means high frequency;
+the wavelengths :math:`2\pi/\omega_i` run from :math:`2\pi` to (almost) :math:`2\pi \cdot \mathrm{base}`
+tokens. The two members of a pair share one frequency: one holds :math:`\sin(p\,\omega_i)`, the other
+:math:`\cos(p\,\omega_i)`.
+
+Two layouts of the same numbers are in use:
+
+* ``"interleaved"`` (the paper, XLM): :math:`PE[p, 2i] = \sin(p\,\omega_i)`,
+  :math:`PE[p, 2i+1] = \cos(p\,\omega_i)`;
+* ``"concat"`` (Marian, Transformer-XL's :math:`R`): all sines, then all cosines,
+  :math:`[\sin(p\,\omega_0), \dots, \sin(p\,\omega_{d/2-1}),
+  \cos(p\,\omega_0), \dots, \cos(p\,\omega_{d/2-1})]`.
+
+``concat == interleaved[..., perm]`` with ``perm = [0, 2, ..., d-2, 1, 3, ..., d-1]``.
+
+Angles :math:`p\,\omega_i` are formed in float64 and only the result is cast: formed in float32, with
+:math:`\omega_i` rounded to float32 as well, they are off by up to about :math:`10^{-7}\,p\,\omega_i` rad
+(0.05 rad at :math:`p = 10^6`, 0.004 rad at :math:`p = 2^{17}`).
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import torch
+
+from posenc_lib._validation import (
+    check_choice,
+    check_even_positive_int,
+    check_floating_tensor,
+    check_integer_tensor,
+    check_positive_float,
+    check_positive_int,
+)
+from posenc_lib.base import PositionalEncoding
+
+SINUSOIDAL_LAYOUTS = ("interleaved", "concat")
+
+
+def sinusoidal_frequencies(dim: int, *, base: float = 10000.0) -> torch.Tensor:
+    r"""Angular frequencies :math:`\omega_i = \mathrm{base}^{-2i/d}`, :math:`i = 0, \dots, d/2 - 1`.
+
+    From Vaswani et al. 2017, "Attention Is All You Need", §3.5. The exp/log form found in many
+    tutorials, ``div_term = exp(arange(0, d, 2) * (-ln(base) / d))``, computes the same numbers:
+    :math:`e^{-2i \ln(\mathrm{base})/d} = \mathrm{base}^{-2i/d}`. Note that ``arange(0, d, 2)`` already
+    steps by two, so it holds :math:`2i`, not :math:`i`. tensor2tensor and fairseq space the frequencies
+    differently, :math:`\omega_i = \mathrm{base}^{-i/(d/2 - 1)}` (last frequency exactly
+    :math:`1/\mathrm{base}`); this function follows the paper, as do XLM and Marian in Hugging Face
+    transformers.
+
+    Args:
+        dim: Model dimension :math:`d`, even.
+        base: The base of the geometric progression (10000 in the paper).
+
+    Returns:
+        float64 tensor of shape ``[dim // 2]``, decreasing from 1.
+
+    Raises:
+        ValueError: If ``dim`` is not an even positive integer or ``base`` is not a positive number.
+    """
+    dim = check_even_positive_int("dim", dim)
+    base = check_positive_float("base", base)
+    exponents = torch.arange(0, dim, 2, dtype=torch.float64) / dim
+    return base**-exponents
+
+
+def sinusoidal_encoding_at(
+    positions: torch.Tensor,
+    dim: int,
+    *,
+    base: float = 10000.0,
+    layout: str = "interleaved",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    r"""Sinusoidal encodings of arbitrary integer positions (any shape; negative positions allowed).
+
+    :math:`PE[p, 2i] = \sin(p\,\omega_i)`, :math:`PE[p, 2i+1] = \cos(p\,\omega_i)` (Vaswani et al. 2017,
+    "Attention Is All You Need", §3.5) in the ``"interleaved"`` layout, which matches
+    ``transformers.models.xlm.modeling_xlm.create_sinusoidal_embeddings``. ``"concat"`` puts all sines
+    first and all cosines after, which matches
+    ``transformers.models.marian.modeling_marian.MarianSinusoidalPositionalEmbedding``. The angles are
+    computed in float64 and the result is cast to ``dtype`` at the end.
+
+    Args:
+        positions: Integer tensor of positions, any shape; the result lives on its device.
+        dim: Model dimension :math:`d`, even.
+        base: Base of the frequencies (see :func:`sinusoidal_frequencies`).
+        layout: ``"interleaved"`` or ``"concat"``.
+        dtype: Floating dtype of the result.
+
+    Returns:
+        Tensor of shape ``[*positions.shape, dim]`` and dtype ``dtype``.
+
+    Raises:
+        TypeError: If ``positions`` is not an integer tensor or ``dtype`` is not a floating dtype.
+        ValueError: If ``dim``, ``base`` or ``layout`` is not accepted.
+    """
+    positions = check_integer_tensor("positions", positions)
+    layout = check_choice("layout", layout, SINUSOIDAL_LAYOUTS)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype (torch.float32, ...), got {dtype!r}")
+    frequencies = sinusoidal_frequencies(dim, base=base).to(positions.device)
+    angles = positions.to(torch.float64).unsqueeze(-1) * frequencies
+    sines, cosines = angles.sin(), angles.cos()
+    if layout == "interleaved":
+        encoding = torch.stack((sines, cosines), dim=-1).flatten(-2)
+    else:
+        encoding = torch.cat((sines, cosines), dim=-1)
+    return encoding.to(dtype)
+
+
+def sinusoidal_encoding(
+    num_positions: int, dim: int, *, base: float = 10000.0, layout: str = "interleaved"
+) -> torch.Tensor:
+    r"""The table of sinusoidal encodings of positions :math:`0, 1, \dots, \mathrm{num\_positions} - 1`.
+
+    :func:`sinusoidal_encoding_at` applied to ``arange(num_positions)`` (Vaswani et al. 2017, "Attention
+    Is All You Need", §3.5). With ``layout="interleaved"`` it equals the table that XLM's
+    ``create_sinusoidal_embeddings`` fills, with ``layout="concat"`` the weight of Marian's
+    ``MarianSinusoidalPositionalEmbedding`` (both in Hugging Face transformers), up to float32 rounding.
+
+    Args:
+        num_positions: Number of rows (positions), >= 1.
+        dim: Model dimension :math:`d`, even.
+        base: Base of the frequencies (see :func:`sinusoidal_frequencies`).
+        layout: ``"interleaved"`` or ``"concat"``.
+
+    Returns:
+        float32 tensor of shape ``[num_positions, dim]``.
+
+    Raises:
+        ValueError: If an argument is not accepted.
+    """
+    num_positions = check_positive_int("num_positions", num_positions)
+    return sinusoidal_encoding_at(torch.arange(num_positions), dim, base=base, layout=layout)
+
+
+def sinusoid_offset_matrix(offset: int, dim: int, *, base: float = 10000.0) -> torch.Tensor:
+    r"""The matrix :math:`M_k` with :math:`PE(p + k) = M_k\, PE(p)` for every :math:`p` (interleaved layout).
+
+    Vaswani et al. 2017 ("Attention Is All You Need", §3.5) chose sinusoids because :math:`PE(p + k)` is
+    a linear function of :math:`PE(p)`. By the angle-addition formulas, pair :math:`i` maps as
+
+    .. math::
+
+        \begin{pmatrix} \sin((p+k)\omega_i) \\ \cos((p+k)\omega_i) \end{pmatrix} =
+        \begin{pmatrix} \cos(k\omega_i) & \sin(k\omega_i) \\ -\sin(k\omega_i) & \cos(k\omega_i) \end{pmatrix}
+        \begin{pmatrix} \sin(p\omega_i) \\ \cos(p\omega_i) \end{pmatrix},
+
+    so :math:`M_k` is block diagonal with one 2x2 rotation per pair (by :math:`-k\,\omega_i`, because the
+    pair is stored as (sin, cos)), and it does not depend on :math:`p`. The derivation is the one in
+    d2l.ai, "Self-Attention and Positional Encoding".
+
+    Args:
+        offset: The shift :math:`k` (any integer, negative allowed).
+        dim: Model dimension :math:`d`, even.
+        base: Base of the frequencies (see :func:`sinusoidal_frequencies`).
+
+    Returns:
+        float64 tensor of shape ``[dim, dim]``.
+
+    Raises:
+        TypeError: If ``offset`` is not an integer.
+        ValueError: If ``dim`` or ``base`` is not accepted.
+    """
+    if isinstance(offset, bool) or not isinstance(offset, Integral):
+        raise TypeError(f"offset must be an integer, got {offset!r} of type {type(offset).__name__}")
+    angles = int(offset) * sinusoidal_frequencies(dim, base=base)
+    cosines, sines = angles.cos(), angles.sin()
+    matrix = torch.zeros(dim, dim, dtype=torch.float64)
+    even = torch.arange(0, dim, 2)
+    matrix[even, even] = cosines
+    matrix[even, even + 1] = sines
+    matrix[even + 1, even] = -sines
+    matrix[even + 1, even + 1] = cosines
+    return matrix
+
+
+def _check_embed_arguments(x: object, positions: object, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check the arguments of an ``embed`` hook that adds a ``[..., dim]`` vector per position.
+
+    Args:
+        x: Must be a floating tensor ``[..., T, dim]``.
+        positions: Must be an integer tensor of shape ``[T]`` or ``x.shape[:-1]``.
+        dim: The model dimension the encoding was built for.
+
+    Returns:
+        ``(x, positions)`` unchanged.
+
+    Raises:
+        TypeError: If a dtype is wrong.
+        ValueError: If a shape is wrong; the message names the argument and the shape expected.
+    """
+    x = check_floating_tensor("x", x)
+    positions = check_integer_tensor("positions", positions)
+    if x.ndim < 2 or x.shape[-1] != dim:
+        raise ValueError(f"x must have shape [..., T, dim] with dim={dim}, got shape {list(x.shape)}")
+    if positions.shape not in (x.shape[-2:-1], x.shape[:-1]):
+        raise ValueError(
+            f"positions must have shape [T] = [{x.shape[-2]}] or x.shape[:-1] = {list(x.shape[:-1])}, "
+            f"got shape {list(positions.shape)}"
+        )
+    return x, positions
+
+
+class SinusoidalPositionalEncoding(PositionalEncoding):
+    r"""Adds the fixed sinusoidal encoding to the layer input: :math:`x_p + PE(p)`.
+
+    Vaswani et al. 2017, "Attention Is All You Need", §3.5. The encoding is
+    :func:`sinusoidal_encoding_at`, computed on the fly for the positions asked, so there is no maximum
+    length and no parameter. Only the :meth:`embed` hook is used. Vaswani et al. also multiply the token
+    embeddings by :math:`\sqrt{d}` before the sum (§3.4); that belongs to the token embedding and is left
+    to the caller.
+
+    Args:
+        dim: Model dimension :math:`d`, even.
+        base: Base of the frequencies.
+        layout: ``"interleaved"`` (the paper) or ``"concat"``.
+    """
+
+    def __init__(self, dim: int, *, base: float = 10000.0, layout: str = "interleaved") -> None:
+        super().__init__()
+        self.dim = check_even_positive_int("dim", dim)
+        self.base = check_positive_float("base", base)
+        self.layout = check_choice("layout", layout, SINUSOIDAL_LAYOUTS)
+
+    def extra_repr(self) -> str:
+        """Describe the settings in the module's repr."""
+        return f"dim={self.dim}, base={self.base}, layout={self.layout!r}"
+
+    def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        r"""Return :math:`x + PE(\mathrm{positions})` in the dtype of ``x``.
+
+        The sum is formed in at least float32 and rounded once to the dtype of ``x``.
+
+        Args:
+            x: Floating tensor ``[..., T, dim]``.
+            positions: Integer tensor of shape ``[T]`` or ``x.shape[:-1]``.
+
+        Returns:
+            Tensor with the shape and dtype of ``x``.
+
+        Raises:
+            TypeError: If ``x`` is not floating or ``positions`` is not an integer tensor.
+            ValueError: If the shapes do not fit.
+        """
+        x, positions = _check_embed_arguments(x, positions, self.dim)
+        work_dtype = torch.promote_types(x.dtype, torch.float32)
+        encoding = sinusoidal_encoding_at(
+            positions, self.dim, base=self.base, layout=self.layout, dtype=work_dtype
+        )
+        return (x.to(work_dtype) + encoding).to(x.dtype)

@@ -1,0 +1,236 @@
+r"""Transformer-XL's relative attention (Dai et al. 2019) and its ``rel_shift`` trick.
+
+Dai, Yang, Yang, Carbonell, Le and Salakhutdinov (2019), "Transformer-XL: Attentive Language Models Beyond a
+Fixed-Length Context". The logit between query :math:`i` and key :math:`j` is split into four terms,
+
+.. math::
+
+    A_{ij} = \underbrace{q_i \cdot k_j}_{(a)} + \underbrace{q_i \cdot W_R R_{i-j}}_{(b)}
+    + \underbrace{u \cdot k_j}_{(c)} + \underbrace{v \cdot W_R R_{i-j}}_{(d)},
+
+scaled by :math:`1/\sqrt{d_{head}}`, where :math:`R_{i-j}` is a fixed sinusoid of the distance
+:math:`i - j` (query minus key: the opposite sign to :func:`posenc_lib.relative.relative_positions`),
+:math:`W_R` a learned projection, and :math:`u, v` learned vectors per head that replace the query in the
+position-free terms.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from posenc_lib._validation import (
+    check_even_positive_int,
+    check_positive_float,
+    check_positive_int,
+    check_tensor,
+)
+from posenc_lib.base import PositionalEncoding
+from posenc_lib.relative import _check_attention_inputs, _check_positions
+
+
+def rel_shift(scores: torch.Tensor) -> torch.Tensor:
+    r"""Re-index a table of query-by-distance scores into a query-by-key table (Dai et al. 2019, appendix B).
+
+    Transformer-XL computes :math:`(q_i + v) \cdot W_R R_r` for every query :math:`i` and every distance in
+    descending order, column :math:`c` holding distance :math:`k_{len} - 1 - c`. Row :math:`i` needs the
+    same numbers shifted by one column per row, which this function does without any gather:
+
+    1. pad one column of zeros on the left: ``[..., q_len, k_len + 1]``;
+    2. view the same memory as ``[..., k_len + 1, q_len]`` and drop its first row, which drops the first
+       ``q_len`` entries of the padded table in row-major order;
+    3. view the remaining ``q_len * k_len`` entries as ``[..., q_len, k_len]``. Row :math:`i` now starts
+       :math:`q_{len} - i` entries into padded row :math:`i`, that is at column :math:`q_{len} - 1 - i` of
+       the original row: each row is shifted left by one column more than the row below it.
+
+    The result is ``out[..., i, j] = scores[..., i, j + q_len - 1 - i]`` wherever
+    :math:`j \le i + m_{len}`, with :math:`m_{len} = k_{len} - q_{len}` the memory length; with the column
+    convention above that is the score for distance :math:`(i + m_{len}) - j`. The entries with
+    :math:`j > i + m_{len}` (future keys) hold zeros and values from the next row: Transformer-XL masks
+    them. This matches ``_rel_shift`` in the authors' ``mem_transformer.py``.
+
+    Args:
+        scores: a tensor ``[..., q_len, k_len]`` with ``k_len >= q_len``.
+
+    Returns:
+        A tensor of the same shape and dtype.
+
+    Raises:
+        TypeError: if ``scores`` is not a tensor.
+        ValueError: if it has fewer than 2 dimensions or ``k_len < q_len``.
+    """
+    scores = check_tensor("scores", scores)
+    if scores.dim() < 2:
+        raise ValueError(
+            f"scores must have at least 2 dimensions [..., q_len, k_len], got shape {tuple(scores.shape)}"
+        )
+    *batch_shape, q_len, k_len = scores.shape
+    if k_len < q_len:
+        raise ValueError(
+            f"scores must have k_len >= q_len (keys are the queries' own positions plus a memory), got "
+            f"q_len={q_len}, k_len={k_len}"
+        )
+    padded = nn.functional.pad(scores, (1, 0))
+    skewed = padded.reshape(*batch_shape, k_len + 1, q_len)
+    return skewed[..., 1:, :].reshape(*batch_shape, q_len, k_len)
+
+
+def _relative_sinusoid(distances: torch.Tensor, dim: int, base: float) -> torch.Tensor:
+    """Return the concat-layout sinusoid ``[sin(d w) | cos(d w)]`` of integer distances, in float64."""
+    inverse_frequencies = base ** (
+        -torch.arange(0, dim, 2, dtype=torch.float64, device=distances.device) / dim
+    )
+    angles = distances.to(torch.float64)[:, None] * inverse_frequencies[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def _is_consecutive(positions: torch.Tensor) -> bool:
+    """Whether ``positions`` is ``p, p + 1, …, p + n - 1`` for some ``p``."""
+    return bool(torch.all(positions.diff() == 1))
+
+
+class TransformerXLRelativeAttention(PositionalEncoding):
+    r"""The position terms (b), (c) and (d) of Transformer-XL's attention logits (Dai et al. 2019).
+
+    Paper: "Transformer-XL: Attentive Language Models Beyond a Fixed-Length Context", section 3.3. For query
+    :math:`q_i` and key :math:`k_j` of one head, :meth:`logit_bias` returns
+
+    .. math::
+
+        \frac{u \cdot k_j + (q_i + v) \cdot W_R R_{p^q_i - p^k_j}}{\sqrt{d_{head}}},
+
+    the terms (b) + (c) + (d) of the paper's decomposition; the attention layer adds term (a),
+    :math:`q_i \cdot k_j / \sqrt{d_{head}}`. Here :math:`u, v \in \mathbb{R}^{H \times d_{head}}` are learned
+    (``u`` and ``v``; ``r_w_bias`` and ``r_r_bias`` in the authors' code), :math:`W_R` is the learned
+    bias-free projection ``relative_projection`` from ``encoding_dim`` to :math:`H \cdot d_{head}`
+    (``r_net``), and :math:`R_r` is the concat-layout sinusoid
+    :math:`[\sin(r \omega_0), …, \sin(r \omega_{D/2-1}), \cos(r \omega_0), …]` with
+    :math:`\omega_c = \mathrm{base}^{-2c/D}` (the frequencies of Vaswani et al. 2017), computed in float64.
+
+    Consecutive query and key positions (the usual case, with or without a memory) take the paper's fast path:
+    one product of the queries with :math:`W_R R` for every distance, re-indexed by :func:`rel_shift`.
+    Transformer-XL only needs distances :math:`\ge 0` (it masks future keys); this module also computes the
+    negative distances, down to :math:`-(T_k - 1)` past the queries' offset, so the bias is right for every
+    pair and the module also serves bidirectional attention (XLNet does the same). Other positions fall back
+    to one product per distinct distance and a gather.
+
+    The tests compare this module against a direct loop over :math:`(i, j)` (the transformers library
+    removed its Transformer-XL model in version 5).
+
+    Args:
+        num_heads: number of heads :math:`H`, ``>= 1``.
+        head_dim: size :math:`d_{head}` of each head's queries and keys, ``>= 1``.
+        encoding_dim: size :math:`D` of :math:`R`, even; defaults to ``num_heads * head_dim`` (the model
+            width, as in the paper).
+        base: base of the sinusoid's frequencies, ``> 0``.
+
+    Raises:
+        TypeError: if an argument has the wrong type.
+        ValueError: if an argument is out of range.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        head_dim: int,
+        *,
+        encoding_dim: int | None = None,
+        base: float = 10000.0,
+    ) -> None:
+        super().__init__()
+        self.num_heads = check_positive_int("num_heads", num_heads)
+        self.head_dim = check_positive_int("head_dim", head_dim)
+        self.encoding_dim = check_even_positive_int(
+            "encoding_dim", self.num_heads * self.head_dim if encoding_dim is None else encoding_dim
+        )
+        self.base = check_positive_float("base", base)
+        self.u = nn.Parameter(torch.empty(self.num_heads, self.head_dim))
+        self.v = nn.Parameter(torch.empty(self.num_heads, self.head_dim))
+        nn.init.normal_(self.u, std=0.02)
+        nn.init.normal_(self.v, std=0.02)
+        self.relative_projection = nn.Linear(self.encoding_dim, self.num_heads * self.head_dim, bias=False)
+
+    def extra_repr(self) -> str:
+        """Describe the module's settings in its repr."""
+        return (
+            f"num_heads={self.num_heads}, head_dim={self.head_dim}, encoding_dim={self.encoding_dim}, "
+            f"base={self.base}"
+        )
+
+    def relative_encodings(self, distances: torch.Tensor) -> torch.Tensor:
+        r"""Return the sinusoids :math:`R_r` of the given distances :math:`r = p^q - p^k`.
+
+        Computed in float64 and returned in the dtype of the projection's weight (float32 unless the module
+        was cast). For :math:`r \ge 0` this equals the concat-layout table of Hugging Face's
+        ``MarianSinusoidalPositionalEmbedding`` and Transformer-XL's ``PositionalEmbedding``.
+
+        Args:
+            distances: 1-D integer tensor of distances (any sign).
+
+        Returns:
+            A tensor ``[len(distances), encoding_dim]``.
+
+        Raises:
+            TypeError: if ``distances`` is not an integer tensor.
+            ValueError: if ``distances`` is not 1-D.
+        """
+        distances = _check_positions("distances", distances)
+        encodings = _relative_sinusoid(distances, self.encoding_dim, self.base)
+        return encodings.to(self.relative_projection.weight.dtype)
+
+    def _projected_encodings(self, distances: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Return :math:`W_R R_r` per head, ``[len(distances), H, head_dim]``, in ``dtype``."""
+        encodings = _relative_sinusoid(distances, self.encoding_dim, self.base).to(dtype)
+        projected = encodings @ self.relative_projection.weight.to(dtype).T
+        return projected.view(-1, self.num_heads, self.head_dim)
+
+    def logit_bias(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        q_positions: torch.Tensor,
+        k_positions: torch.Tensor,
+    ) -> torch.Tensor:
+        r"""Return terms (b) + (c) + (d) over :math:`\sqrt{d_{head}}`, ``[B, H, T_q, T_k]``, in ``q``'s dtype.
+
+        Args:
+            q: queries ``[B, H, T_q, head_dim]``.
+            k: keys ``[B, H, T_k, head_dim]``.
+            q_positions: 1-D integer tensor of query positions, length ``T_q``.
+            k_positions: 1-D integer tensor of key positions, length ``T_k``.
+
+        Returns:
+            The term to add to the scaled logits.
+
+        Raises:
+            TypeError: if a tensor has the wrong kind of dtype.
+            ValueError: if a shape does not match.
+        """
+        q, k, q_positions, k_positions = _check_attention_inputs(
+            q, k, q_positions, k_positions, num_heads=self.num_heads, head_dim=self.head_dim
+        )
+        compute_dtype = torch.promote_types(q.dtype, self.u.dtype)
+        q_len, k_len = q.shape[2], k.shape[2]
+        q_positions = q_positions.to(device=q.device, dtype=torch.int64)
+        k_positions = k_positions.to(device=q.device, dtype=torch.int64)
+
+        content_term = torch.einsum("hd,bhjd->bhj", self.u.to(compute_dtype), k.to(compute_dtype))
+        q_plus_v = q.to(compute_dtype) + self.v.to(compute_dtype)[None, :, None, :]
+        if _is_consecutive(q_positions) and _is_consecutive(k_positions):
+            # Column c holds distance (offset + q_len - 1) - c; rel_shift puts offset + i - j at [i, j].
+            offset = q_positions[0] - k_positions[0]
+            distances = offset + q_len - 1 - torch.arange(q_len + k_len - 1, device=q.device)
+            per_distance = torch.einsum(
+                "bhid,rhd->bhir", q_plus_v, self._projected_encodings(distances, compute_dtype)
+            )
+            position_term = rel_shift(per_distance)[..., :k_len]
+        else:
+            distances, index = torch.unique(q_positions[:, None] - k_positions[None, :], return_inverse=True)
+            per_distance = torch.einsum(
+                "bhid,rhd->bhir", q_plus_v, self._projected_encodings(distances, compute_dtype)
+            )
+            position_term = per_distance.gather(-1, index.expand(*per_distance.shape[:2], q_len, k_len))
+        bias = (content_term[:, :, None, :] + position_term) / math.sqrt(self.head_dim)
+        return bias.to(q.dtype)
