@@ -40,7 +40,7 @@ TARGETS = {  # (method, baseline): largest acceptable time ratio
 
 def make_methods(shape: tuple[int, int, int, int]) -> dict[str, Callable[[], object]]:
     """Return the timed callables, each acting on the same seeded q and k of ``shape`` (float32)."""
-    batch, heads, seq_len, head_dim = shape
+    _, heads, seq_len, head_dim = shape
     generator = torch.Generator().manual_seed(0)
     q = torch.randn(shape, generator=generator)
     k = torch.randn(shape, generator=generator)
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds, warmup = (3, 1) if args.quick else (args.rounds, 3)
 
     times = median_times(make_methods(shape), rounds, warmup)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, q and k of shape {list(shape)} float32")
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, q and k of shape {list(shape)} float32")
     for name, seconds in times.items():
         print(f"  {name:12s} {seconds * 1e3:9.2f} ms (median of {rounds})")
     missed = []

@@ -41,7 +41,12 @@ from posenc_lib.sinusoidal import (
     sinusoidal_frequencies,
 )
 from posenc_lib.t5 import T5RelativeBias, t5_bucket
-from posenc_lib.transformer import MultiHeadAttention, TinyDecoder, TransformerBlock, build_positional_encoding
+from posenc_lib.transformer import (
+    MultiHeadAttention,
+    TinyDecoder,
+    TransformerBlock,
+    build_positional_encoding,
+)
 from posenc_lib.transformer_xl import TransformerXLRelativeAttention, rel_shift
 from posenc_lib.xpos import XPos, apply_xpos, xpos_scale
 

@@ -20,7 +20,9 @@ def check_positive_int(name: str, value: object) -> int:
 def check_non_negative_int(name: str, value: object) -> int:
     """Return ``value`` as an int if it is an integer >= 0, else raise naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be a non-negative integer, got {value!r} of type {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a non-negative integer, got {value!r} of type {type(value).__name__}"
+        )
     if value < 0:
         raise ValueError(f"{name} must be a non-negative integer (>= 0), got {value}")
     return int(value)
@@ -64,7 +66,9 @@ def check_integer_tensor(name: str, value: object) -> torch.Tensor:
     """Raise unless ``value`` is a tensor of an integer dtype (positions are integers)."""
     value = check_tensor(name, value)
     if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor (torch.int64, int32, ...), got dtype {value.dtype}")
+        raise TypeError(
+            f"{name} must be an integer tensor (torch.int64, int32, ...), got dtype {value.dtype}"
+        )
     return value
 
 
@@ -74,3 +78,82 @@ def check_floating_tensor(name: str, value: object) -> torch.Tensor:
     if not value.dtype.is_floating_point:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
     return value
+
+
+def check_positions_1d(name: str, positions: object) -> torch.Tensor:
+    """Return ``positions`` if it is a 1-D integer tensor, else raise naming ``name``."""
+    positions = check_integer_tensor(name, positions)
+    if positions.dim() != 1:
+        raise ValueError(
+            f"{name} must be a 1-D integer tensor of positions, got shape {tuple(positions.shape)}"
+        )
+    return positions
+
+
+def check_attention_inputs(
+    q: object,
+    k: object,
+    q_positions: object,
+    k_positions: object,
+    *,
+    num_heads: int | None = None,
+    head_dim: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check the arguments of a ``logit_bias`` hook and return them.
+
+    ``q`` must be ``[batch, heads, T_q, head_dim]`` and ``k`` ``[batch, heads, T_k, head_dim]`` floating
+    tensors whose lengths match the 1-D integer tensors ``q_positions`` (``T_q``) and ``k_positions``
+    (``T_k``); ``num_heads`` and ``head_dim``, when given, must match dimensions 1 and 3 of both.
+    """
+    q_positions = check_positions_1d("q_positions", q_positions)
+    k_positions = check_positions_1d("k_positions", k_positions)
+    checked = []
+    for name, tensor, positions, positions_name in (
+        ("q", q, q_positions, "q_positions"),
+        ("k", k, k_positions, "k_positions"),
+    ):
+        tensor = check_floating_tensor(name, tensor)
+        if tensor.dim() != 4:
+            raise ValueError(
+                f"{name} must be 4-D [batch, heads, T, head_dim], got shape {tuple(tensor.shape)}"
+            )
+        if tensor.shape[2] != positions.shape[0]:
+            raise ValueError(
+                f"{name} has {tensor.shape[2]} positions (dimension 2) but {positions_name} has "
+                f"{positions.shape[0]}; they must be equal"
+            )
+        if num_heads is not None and tensor.shape[1] != num_heads:
+            raise ValueError(
+                f"{name} must have num_heads={num_heads} heads (dimension 1), got {tensor.shape[1]}"
+            )
+        if head_dim is not None and tensor.shape[3] != head_dim:
+            raise ValueError(f"{name} must have head_dim={head_dim} (last dimension), got {tensor.shape[3]}")
+        checked.append(tensor)
+    return checked[0], checked[1], q_positions, k_positions
+
+
+def check_embed_inputs(x: object, positions: object, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check the arguments of an ``embed`` hook that adds a ``[..., dim]`` vector per position.
+
+    Args:
+        x: Must be a floating tensor ``[..., T, dim]``.
+        positions: Must be an integer tensor of shape ``[T]`` or ``x.shape[:-1]``.
+        dim: The model dimension the encoding was built for.
+
+    Returns:
+        ``(x, positions)`` unchanged.
+
+    Raises:
+        TypeError: If a dtype is wrong.
+        ValueError: If a shape is wrong; the message names the argument and the shape expected.
+    """
+    x = check_floating_tensor("x", x)
+    positions = check_integer_tensor("positions", positions)
+    if x.ndim < 2 or x.shape[-1] != dim:
+        raise ValueError(f"x must have shape [..., T, dim] with dim={dim}, got shape {list(x.shape)}")
+    if positions.shape not in (x.shape[-2:-1], x.shape[:-1]):
+        raise ValueError(
+            f"positions must have shape [T] = [{x.shape[-2]}] or x.shape[:-1] = {list(x.shape[:-1])}, "
+            f"got shape {list(positions.shape)}"
+        )
+    return x, positions

@@ -12,9 +12,9 @@ import math
 
 import torch
 
-from posenc_lib._validation import check_positive_int
+from posenc_lib._validation import check_attention_inputs, check_positive_int
 from posenc_lib.base import PositionalEncoding
-from posenc_lib.relative import _check_attention_inputs, pairwise_relative_positions
+from posenc_lib.relative import pairwise_relative_positions
 
 
 def _slope_exponents(num_heads: int) -> list[float]:
@@ -161,7 +161,7 @@ class ALiBi(PositionalEncoding):
             TypeError: if a tensor has the wrong kind of dtype.
             ValueError: if a shape does not match.
         """
-        q, k, q_positions, k_positions = _check_attention_inputs(
+        q, k, q_positions, k_positions = check_attention_inputs(
             q, k, q_positions, k_positions, num_heads=self.num_heads
         )
         bias = _alibi_bias_float64(self.num_heads, q_positions, k_positions, self.causal)

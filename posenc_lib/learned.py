@@ -11,9 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from posenc_lib._validation import check_integer_tensor, check_positive_float, check_positive_int
+from posenc_lib._validation import (
+    check_embed_inputs,
+    check_integer_tensor,
+    check_positive_float,
+    check_positive_int,
+)
 from posenc_lib.base import PositionalEncoding
-from posenc_lib.sinusoidal import _check_embed_arguments
 
 
 class LearnedPositionalEmbedding(PositionalEncoding):
@@ -93,7 +97,7 @@ class LearnedPositionalEmbedding(PositionalEncoding):
             TypeError: If ``x`` is not floating or ``positions`` is not an integer tensor.
             ValueError: If the shapes do not fit or a position lies outside the table.
         """
-        x, positions = _check_embed_arguments(x, positions, self.dim)
+        x, positions = check_embed_inputs(x, positions, self.dim)
         rows = self(positions)
         work_dtype = torch.promote_types(x.dtype, rows.dtype)
         return (x.to(work_dtype) + rows.to(work_dtype)).to(x.dtype)

@@ -13,64 +13,13 @@ import torch
 from torch import nn
 
 from posenc_lib._validation import (
+    check_attention_inputs,
     check_floating_tensor,
-    check_integer_tensor,
     check_non_negative_int,
+    check_positions_1d,
     check_positive_int,
 )
 from posenc_lib.base import PositionalEncoding
-
-
-def _check_positions(name: str, positions: object) -> torch.Tensor:
-    """Return ``positions`` if it is a 1-D integer tensor, else raise naming ``name``."""
-    positions = check_integer_tensor(name, positions)
-    if positions.dim() != 1:
-        raise ValueError(
-            f"{name} must be a 1-D integer tensor of positions, got shape {tuple(positions.shape)}"
-        )
-    return positions
-
-
-def _check_attention_inputs(
-    q: object,
-    k: object,
-    q_positions: object,
-    k_positions: object,
-    *,
-    num_heads: int | None = None,
-    head_dim: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Check the arguments of a ``logit_bias`` hook and return them.
-
-    ``q`` must be ``[batch, heads, T_q, head_dim]`` and ``k`` ``[batch, heads, T_k, head_dim]`` floating
-    tensors whose lengths match the 1-D integer tensors ``q_positions`` (``T_q``) and ``k_positions``
-    (``T_k``); ``num_heads`` and ``head_dim``, when given, must match dimensions 1 and 3 of both.
-    """
-    q_positions = _check_positions("q_positions", q_positions)
-    k_positions = _check_positions("k_positions", k_positions)
-    checked = []
-    for name, tensor, positions, positions_name in (
-        ("q", q, q_positions, "q_positions"),
-        ("k", k, k_positions, "k_positions"),
-    ):
-        tensor = check_floating_tensor(name, tensor)
-        if tensor.dim() != 4:
-            raise ValueError(
-                f"{name} must be 4-D [batch, heads, T, head_dim], got shape {tuple(tensor.shape)}"
-            )
-        if tensor.shape[2] != positions.shape[0]:
-            raise ValueError(
-                f"{name} has {tensor.shape[2]} positions (dimension 2) but {positions_name} has "
-                f"{positions.shape[0]}; they must be equal"
-            )
-        if num_heads is not None and tensor.shape[1] != num_heads:
-            raise ValueError(
-                f"{name} must have num_heads={num_heads} heads (dimension 1), got {tensor.shape[1]}"
-            )
-        if head_dim is not None and tensor.shape[3] != head_dim:
-            raise ValueError(f"{name} must have head_dim={head_dim} (last dimension), got {tensor.shape[3]}")
-        checked.append(tensor)
-    return checked[0], checked[1], q_positions, k_positions
 
 
 def pairwise_relative_positions(q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
@@ -91,8 +40,8 @@ def pairwise_relative_positions(q_positions: torch.Tensor, k_positions: torch.Te
         TypeError: if a position tensor is not an integer tensor.
         ValueError: if a position tensor is not 1-D, or the two lie on different devices.
     """
-    q_positions = _check_positions("q_positions", q_positions)
-    k_positions = _check_positions("k_positions", k_positions)
+    q_positions = check_positions_1d("q_positions", q_positions)
+    k_positions = check_positions_1d("k_positions", k_positions)
     if q_positions.device != k_positions.device:
         raise ValueError(
             f"q_positions and k_positions must be on the same device, got {q_positions.device} and "
@@ -221,7 +170,7 @@ class ShawRelativeAttention(PositionalEncoding):
             TypeError: if a tensor has the wrong kind of dtype.
             ValueError: if a shape does not match.
         """
-        q, k, q_positions, k_positions = _check_attention_inputs(
+        q, k, q_positions, k_positions = check_attention_inputs(
             q, k, q_positions, k_positions, head_dim=self.head_dim
         )
         compute_dtype = torch.promote_types(q.dtype, self.key_table.dtype)

@@ -24,10 +24,10 @@ Which two coordinates form pair :math:`c` is a convention, the *layout*:
 The two give the same attention scores only if the rows of :math:`W_q` and :math:`W_k` are permuted to match
 (:func:`rope_permutation`); applying one layout to weights trained with the other degrades a model silently.
 
-Precision: angles :math:`p\,\theta_c` are computed in float64 and cast to the compute dtype only as cosines and
-sines, so float32 results stay within about 1e-6 of an exact computation at positions up to :math:`2^{20}` and
-beyond, where a float32 angle (Hugging Face's path) is off by up to about 0.06 rad. bfloat16 and float16 inputs
-are rotated in float32 and rounded once, to their own dtype, at the end.
+Precision: angles :math:`p\,\theta_c` are computed in float64 and cast to the compute dtype only as
+cosines and sines, so float32 results stay within about 1e-6 of an exact computation at positions up to
+:math:`2^{20}` and beyond, where a float32 angle (Hugging Face's path) is off by up to about 0.06 rad.
+bfloat16 and float16 inputs are rotated in float32 and rounded once, to their own dtype, at the end.
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ def apply_rope(
     r"""Rotate ``x`` by RoPE and return a new tensor of the same shape and dtype.
 
     Pair :math:`c` of the vector at position :math:`p` is rotated by :math:`p\,\theta_c`, with
-    :math:`\theta_c = \text{base}^{-2c/r}` unless ``inv_freq`` gives the frequencies (for instance a scaled set
-    from :func:`posenc_lib.rope_scaling.rope_frequencies`). Both cosine and sine are multiplied by
+    :math:`\theta_c = \text{base}^{-2c/r}` unless ``inv_freq`` gives the frequencies (for instance a scaled
+    set from :func:`posenc_lib.rope_scaling.rope_frequencies`). Both cosine and sine are multiplied by
     ``attention_factor``, as Hugging Face does for YaRN and LongRoPE, so attention logits scale by its square.
 
     Matches ``transformers.models.llama.modeling_llama.apply_rotary_pos_emb`` (``layout="half"``),
@@ -154,7 +154,8 @@ def apply_rope(
         check_floating_tensor("inv_freq", inv_freq)
         if inv_freq.shape != (rotary_dim // 2,):
             raise ValueError(
-                f"inv_freq must have shape [rotary_dim // 2] = [{rotary_dim // 2}], got {tuple(inv_freq.shape)}"
+                f"inv_freq must have shape [rotary_dim // 2] = [{rotary_dim // 2}], "
+                f"got {tuple(inv_freq.shape)}"
             )
     angles = rope_angles(positions, inv_freq)
     compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -172,11 +173,11 @@ def rotate_with_cos_sin(
     ``[T, r/2]`` (one entry per position and pair, not repeated) in float32 or float64. The result has ``x``'s
     dtype; a bfloat16 or float16 ``x`` is rotated in ``cos``'s dtype and rounded once at the end.
 
-    The half layout is computed as ``y = x * [cos, cos]``, then ``y_1 -= x_2 sin`` and ``y_2 += x_1 sin`` in place,
-    with no ``rotate_half`` copy and no ``cat``; the interleaved layout is one complex multiplication
-    :math:`(x_{2c} + i x_{2c+1}) e^{i p \theta_c}`. Both read ``x`` and write the result with few passes over
-    memory (``benchmarks/rope_speed.py`` measures them against ``clone()``). When autograd records (an input
-    requires grad), the same arithmetic runs out of place so that it can be differentiated.
+    The half layout is computed as ``y = x * [cos, cos]``, then ``y_1 -= x_2 sin`` and ``y_2 += x_1 sin``
+    in place, with no ``rotate_half`` copy and no ``cat``; the interleaved layout is one complex
+    multiplication :math:`(x_{2c} + i x_{2c+1}) e^{i p \theta_c}`. Both read ``x`` and write the result with
+    few passes over memory (``benchmarks/rope_speed.py`` measures them against ``clone()``). When autograd
+    records (an input requires grad), the same arithmetic runs out of place so that it can be differentiated.
     """
     check_floating_tensor("x", x)
     check_floating_tensor("cos", cos)
@@ -215,7 +216,7 @@ def rotate_with_cos_sin(
 
 
 def _complex_pairs(t: torch.Tensor) -> torch.Tensor:
-    """Read ``[..., r]`` as complex ``[..., r/2]`` with pairs ``(t_2c, t_2c+1)``; copy only if no view exists."""
+    """Read ``[..., r]`` as complex ``[..., r/2]``, pairs ``(t_2c, t_2c+1)``; copy only if no view exists."""
     pairs = t.unflatten(-1, (-1, 2))
     try:
         return torch.view_as_complex(pairs)
@@ -242,9 +243,9 @@ class RotaryEmbedding(PositionalEncoding):
     ``inv_freq`` buffer is cast with the weights, transformers #25681), and it moves to the device of the
     input on use.
 
-    ``forward(x, offset)`` rotates ``x`` (``[..., T, D]``) as positions ``offset .. offset+T-1``, which is what a
-    decoder with a KV cache needs when it rotates one new token at position ``offset``. ``rotate`` is the hook
-    used by :class:`posenc_lib.transformer.MultiHeadAttention`.
+    ``forward(x, offset)`` rotates ``x`` (``[..., T, D]``) as positions ``offset .. offset+T-1``, which is
+    what a decoder with a KV cache needs when it rotates one new token at position ``offset``. ``rotate`` is
+    the hook used by :class:`posenc_lib.transformer.MultiHeadAttention`.
 
     Args:
         dim: head dimension :math:`D` (even).
@@ -292,7 +293,9 @@ class RotaryEmbedding(PositionalEncoding):
         """Number of positions whose cosines and sines are cached (0 before first use)."""
         return 0 if self._cos is None else self._cos.shape[0]
 
-    def cos_sin(self, positions: torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
+    def cos_sin(
+        self, positions: torch.Tensor, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """Return float32 ``(cos, sin)`` of shape ``[len(positions), r/2]`` for non-negative ``positions``."""
         check_integer_tensor("positions", positions)
         if positions.ndim != 1:
@@ -303,7 +306,9 @@ class RotaryEmbedding(PositionalEncoding):
             return empty, empty
         lowest, highest = int(positions.min()), int(positions.max())
         if lowest < 0:
-            raise ValueError(f"positions must be non-negative for the cache, got a smallest position of {lowest}")
+            raise ValueError(
+                f"positions must be non-negative for the cache, got a smallest position of {lowest}"
+            )
         self._grow_cache(highest + 1, device)
         index = positions.to(device)
         return self._cos[index], self._sin[index]

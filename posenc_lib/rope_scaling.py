@@ -330,7 +330,7 @@ def yarn_scaling(
     low = _yarn_correction_index(beta_fast, dim, base, original_length)
     high = _yarn_correction_index(beta_slow, dim, base, original_length)
     if truncate:
-        low, high = round(low), round(high)
+        low, high = math.floor(low), math.ceil(high)
     low, high = max(low, 0), min(high, dim - 1)
     if high < low:
         raise ValueError(
@@ -488,7 +488,7 @@ def longrope_scaling(
                 "'attention_factor' to set the attention factor; got neither"
             )
         attention_factor = (
-            1.0 if factor <= 1.0 else math.sqrt(1.0 + math.log(factor) / math.log(original_length))
+            1.0 if factor <= 1.0 else math.sqrt(1.0 + math.log(factor) / math.log(original_length * 2))
         )
     rescale = long if seq_len is not None and seq_len > original_length else short
     return theta / rescale, attention_factor

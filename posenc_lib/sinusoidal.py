@@ -29,8 +29,8 @@ import torch
 
 from posenc_lib._validation import (
     check_choice,
+    check_embed_inputs,
     check_even_positive_int,
-    check_floating_tensor,
     check_integer_tensor,
     check_positive_float,
     check_positive_int,
@@ -179,33 +179,6 @@ def sinusoid_offset_matrix(offset: int, dim: int, *, base: float = 10000.0) -> t
     return matrix
 
 
-def _check_embed_arguments(x: object, positions: object, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check the arguments of an ``embed`` hook that adds a ``[..., dim]`` vector per position.
-
-    Args:
-        x: Must be a floating tensor ``[..., T, dim]``.
-        positions: Must be an integer tensor of shape ``[T]`` or ``x.shape[:-1]``.
-        dim: The model dimension the encoding was built for.
-
-    Returns:
-        ``(x, positions)`` unchanged.
-
-    Raises:
-        TypeError: If a dtype is wrong.
-        ValueError: If a shape is wrong; the message names the argument and the shape expected.
-    """
-    x = check_floating_tensor("x", x)
-    positions = check_integer_tensor("positions", positions)
-    if x.ndim < 2 or x.shape[-1] != dim:
-        raise ValueError(f"x must have shape [..., T, dim] with dim={dim}, got shape {list(x.shape)}")
-    if positions.shape not in (x.shape[-2:-1], x.shape[:-1]):
-        raise ValueError(
-            f"positions must have shape [T] = [{x.shape[-2]}] or x.shape[:-1] = {list(x.shape[:-1])}, "
-            f"got shape {list(positions.shape)}"
-        )
-    return x, positions
-
-
 class SinusoidalPositionalEncoding(PositionalEncoding):
     r"""Adds the fixed sinusoidal encoding to the layer input: :math:`x_p + PE(p)`.
 
@@ -247,7 +220,7 @@ class SinusoidalPositionalEncoding(PositionalEncoding):
             TypeError: If ``x`` is not floating or ``positions`` is not an integer tensor.
             ValueError: If the shapes do not fit.
         """
-        x, positions = _check_embed_arguments(x, positions, self.dim)
+        x, positions = check_embed_inputs(x, positions, self.dim)
         work_dtype = torch.promote_types(x.dtype, torch.float32)
         encoding = sinusoidal_encoding_at(
             positions, self.dim, base=self.base, layout=self.layout, dtype=work_dtype

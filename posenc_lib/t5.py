@@ -13,9 +13,9 @@ import math
 import torch
 from torch import nn
 
-from posenc_lib._validation import check_integer_tensor, check_positive_int
+from posenc_lib._validation import check_attention_inputs, check_integer_tensor, check_positive_int
 from posenc_lib.base import PositionalEncoding
-from posenc_lib.relative import _check_attention_inputs, pairwise_relative_positions
+from posenc_lib.relative import pairwise_relative_positions
 
 
 def _check_bucket_settings(
@@ -204,7 +204,7 @@ class T5RelativeBias(PositionalEncoding):
             TypeError: if a tensor has the wrong kind of dtype.
             ValueError: if a shape does not match.
         """
-        q, k, q_positions, k_positions = _check_attention_inputs(
+        q, k, q_positions, k_positions = check_attention_inputs(
             q, k, q_positions, k_positions, num_heads=self.num_heads
         )
         return self.bias(q_positions, k_positions).to(q.dtype)

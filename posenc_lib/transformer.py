@@ -55,7 +55,7 @@ def build_positional_encoding(
     max_positions: int | None = None,
     shaw_max_distance: int = 16,
 ) -> PositionalEncoding:
-    """Return a fresh positional encoding by name, sized for a model of width ``dim`` with ``num_heads`` heads.
+    """Return a new positional encoding by name, sized for a model of width ``dim`` and ``num_heads`` heads.
 
     Input encodings (``"sinusoidal"``, ``"learned"``) get the model width; the others act inside attention
     and get the head count or head width. ``"learned"`` needs ``max_positions`` (its table size).
@@ -117,7 +117,9 @@ class MultiHeadAttention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"dim must be divisible by num_heads, got dim={dim}, num_heads={num_heads}")
         if positional is not None and not isinstance(positional, PositionalEncoding):
-            raise TypeError(f"positional must be a PositionalEncoding or None, got {type(positional).__name__}")
+            raise TypeError(
+                f"positional must be a PositionalEncoding or None, got {type(positional).__name__}"
+            )
         self.head_dim = dim // num_heads
         self.positional = NoPE() if positional is None else positional
         self.causal = causal

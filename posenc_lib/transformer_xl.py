@@ -22,13 +22,14 @@ import torch
 from torch import nn
 
 from posenc_lib._validation import (
+    check_attention_inputs,
     check_even_positive_int,
+    check_positions_1d,
     check_positive_float,
     check_positive_int,
     check_tensor,
 )
 from posenc_lib.base import PositionalEncoding
-from posenc_lib.relative import _check_attention_inputs, _check_positions
 
 
 def rel_shift(scores: torch.Tensor) -> torch.Tensor:
@@ -176,7 +177,7 @@ class TransformerXLRelativeAttention(PositionalEncoding):
             TypeError: if ``distances`` is not an integer tensor.
             ValueError: if ``distances`` is not 1-D.
         """
-        distances = _check_positions("distances", distances)
+        distances = check_positions_1d("distances", distances)
         encodings = _relative_sinusoid(distances, self.encoding_dim, self.base)
         return encodings.to(self.relative_projection.weight.dtype)
 
@@ -208,7 +209,7 @@ class TransformerXLRelativeAttention(PositionalEncoding):
             TypeError: if a tensor has the wrong kind of dtype.
             ValueError: if a shape does not match.
         """
-        q, k, q_positions, k_positions = _check_attention_inputs(
+        q, k, q_positions, k_positions = check_attention_inputs(
             q, k, q_positions, k_positions, num_heads=self.num_heads, head_dim=self.head_dim
         )
         compute_dtype = torch.promote_types(q.dtype, self.u.dtype)

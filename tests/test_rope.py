@@ -99,9 +99,16 @@ positions_st = st.integers(min_value=-5000, max_value=5000)
 
 
 @settings(max_examples=60, deadline=None)
-@given(dim=dims, layout=layouts, m=positions_st, n=positions_st, shift=positions_st, seed=st.integers(0, 2**16))
-def test_scores_depend_only_on_relative_position(dim: int, layout: str, m: int, n: int, shift: int, seed: int):
-    q, k = _random(1, dim, seed=seed, dtype=torch.float64), _random(1, dim, seed=seed + 1, dtype=torch.float64)
+@given(
+    dim=dims, layout=layouts, m=positions_st, n=positions_st, shift=positions_st, seed=st.integers(0, 2**16)
+)
+def test_scores_depend_only_on_relative_position(
+    dim: int, layout: str, m: int, n: int, shift: int, seed: int
+):
+    q, k = (
+        _random(1, dim, seed=seed, dtype=torch.float64),
+        _random(1, dim, seed=seed + 1, dtype=torch.float64),
+    )
 
     def score(p_q: int, p_k: int) -> torch.Tensor:
         q_rot = apply_rope(q, torch.tensor([p_q]), layout=layout)
@@ -249,7 +256,10 @@ def test_module_cache_survives_a_cast_to_bfloat16() -> None:
 
 def test_module_rotate_hook_and_float64() -> None:
     rope = RotaryEmbedding(8, rotary_dim=4, base=100.0)
-    q, k = _random(1, 2, 5, 8, seed=20, dtype=torch.float64), _random(1, 2, 7, 8, seed=21, dtype=torch.float64)
+    q, k = (
+        _random(1, 2, 5, 8, seed=20, dtype=torch.float64),
+        _random(1, 2, 7, 8, seed=21, dtype=torch.float64),
+    )
     qp, kp = torch.arange(2, 7), torch.arange(7)
     q_rot, k_rot = rope.rotate(q, k, qp, kp)
     assert_close(q_rot, apply_rope(q, qp, base=100.0, rotary_dim=4), atol=1e-12, rtol=0)
@@ -260,7 +270,9 @@ def test_rotate_with_cos_sin_and_angles() -> None:
     angles = rope_angles(torch.arange(4), torch.tensor([1.0, 0.5], dtype=torch.float64))
     assert_close(angles[3], torch.tensor([3.0, 1.5], dtype=torch.float64))
     x = _random(4, 4, seed=22, dtype=torch.float64)
-    assert_close(rotate_with_cos_sin(x, angles.cos(), angles.sin()), apply_rope(x, inv_freq=torch.tensor([1.0, 0.5])))
+    assert_close(
+        rotate_with_cos_sin(x, angles.cos(), angles.sin()), apply_rope(x, inv_freq=torch.tensor([1.0, 0.5]))
+    )
     assert angles.dtype == torch.float64
 
 

@@ -49,9 +49,11 @@ def test_causal_attention_puts_no_weight_on_future_keys() -> None:
 
 @pytest.mark.parametrize("name", ["shaw", "transformer_xl", "t5", "alibi", "rope", "xpos"])
 def test_relative_methods_give_shift_invariant_attention(name: str) -> None:
-    """Relative encodings: attention probabilities are the same when every position moves by the same amount."""
+    """Relative encodings: attention is unchanged when every position moves by the same amount."""
     torch.manual_seed(0)
-    attention = MultiHeadAttention(DIM, HEADS, positional=build_positional_encoding(name, dim=DIM, num_heads=HEADS))
+    attention = MultiHeadAttention(
+        DIM, HEADS, positional=build_positional_encoding(name, dim=DIM, num_heads=HEADS)
+    )
     x = _inputs(1, 9).double()
     attention.double()
     _, probs = attention(x, torch.arange(9), return_attention=True)
@@ -64,7 +66,9 @@ def test_absolute_methods_are_not_shift_invariant(name: str) -> None:
     torch.manual_seed(0)
     model = TinyDecoder(11, DIM, HEADS, 1, encoding=name, max_positions=200)
     tokens = torch.randint(0, 11, (1, 9), generator=torch.Generator().manual_seed(1))
-    assert not torch.allclose(model(tokens, torch.arange(9)), model(tokens, torch.arange(100, 109)), atol=1e-4)
+    assert not torch.allclose(
+        model(tokens, torch.arange(9)), model(tokens, torch.arange(100, 109)), atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("name", ENCODING_NAMES)
@@ -103,7 +107,9 @@ def test_learned_decoder_fails_clearly_past_its_table() -> None:
 
 
 def test_block_keeps_shape() -> None:
-    block = TransformerBlock(DIM, HEADS, positional=build_positional_encoding("alibi", dim=DIM, num_heads=HEADS))
+    block = TransformerBlock(
+        DIM, HEADS, positional=build_positional_encoding("alibi", dim=DIM, num_heads=HEADS)
+    )
     assert block(_inputs(2, 5)).shape == (2, 5, DIM)
 
 
