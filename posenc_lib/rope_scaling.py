@@ -488,7 +488,7 @@ def longrope_scaling(
                 "'attention_factor' to set the attention factor; got neither"
             )
         attention_factor = (
-            1.0 if factor <= 1.0 else math.sqrt(1.0 + math.log(factor) / math.log(original_length * 2))
+            1.0 if factor <= 1.0 else math.sqrt(1.0 + math.log(factor) / math.log(original_length))
         )
     rescale = long if seq_len is not None and seq_len > original_length else short
     return theta / rescale, attention_factor
