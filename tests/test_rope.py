@@ -325,3 +325,14 @@ def test_gradients_flow_and_match_the_fast_path(layout: str) -> None:
     assert_close(apply_rope(x, positions, layout=layout, rotary_dim=6), fast, atol=1e-12, rtol=0)
     low = _random(4, 8, seed=24, dtype=torch.bfloat16).requires_grad_()
     assert_close(apply_rope(low, layout=layout), apply_rope(low.detach(), layout=layout), atol=0, rtol=0)
+
+
+def test_half_layout_cpu_blocks_cover_every_position(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The half-layout kernel works on blocks of positions; with tiny blocks the result must not change."""
+    import posenc_lib.rope as rope_module
+
+    x = _random(2, 3, 37, 16, seed=25)
+    expected = _rope_float64(x, torch.arange(37), base=10000.0, layout="half")
+    for block_bytes in (1, 500, 2000, 1 << 20):  # 1, 1, 5 and all 37 positions per block
+        monkeypatch.setattr(rope_module, "_CACHE_BLOCK_BYTES", block_bytes)
+        assert_close(apply_rope(x).double(), expected, atol=2e-6, rtol=0)
