@@ -111,8 +111,8 @@ class T5RelativeBias(PositionalEncoding):
     r"""T5's learned relative position bias (Raffel et al. 2020): one scalar per (bucket, head).
 
     Paper: "Exploring the Limits of Transfer Learning with a Unified Text-to-Text Transformer", section 2.1.
-    The bias for head :math:`h` is :math:`b_{ij} = w[\mathrm{bucket}(p^k_j - p^q_i), h]` with the buckets of
-    :func:`t5_bucket`, and the logit is :math:`q_i \cdot k_j + b_{ij}`.
+    The bias for head :math:`h` is :math:`\beta_{ij} = w[\mathrm{bucket}(p^k_j - p^q_i), h]` with the buckets of
+    :func:`t5_bucket`, and the logit is :math:`q_i \cdot k_j + \beta_{ij}`.
 
     Two facts that differ from the other relative methods:
 
@@ -160,7 +160,7 @@ class T5RelativeBias(PositionalEncoding):
         )
 
     def bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
-        r"""Return the bias :math:`b_{ij}` for every head, ``[1, H, T_q, T_k]``, in the table's dtype.
+        r"""Return the bias :math:`\beta_{ij}` for every head, ``[1, H, T_q, T_k]``, in the table's dtype.
 
         Args:
             q_positions: 1-D integer tensor of query positions, length ``T_q``.

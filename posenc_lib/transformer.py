@@ -4,10 +4,10 @@ The attention layer computes, per head,
 
 .. math::
 
-    \text{logits}_{ij} = \frac{q_i \cdot k_j}{\sqrt{d_h}} + b_{ij}, \qquad
+    \text{logits}_{ij} = \frac{q_i \cdot k_j}{\sqrt{d_h}} + \beta_{ij}, \qquad
     z_i = \sum_j \operatorname{softmax}_j(\text{logits}_{i\cdot})\, v_j + t_i,
 
-where the queries and keys may first be transformed by their positions (``rotate``), :math:`b` is the
+where the queries and keys may first be transformed by their positions (``rotate``), :math:`\beta` is the
 encoding's ``logit_bias`` and :math:`t` its ``value_term`` (see :mod:`posenc_lib.base`). With a causal mask,
 :math:`\text{logits}_{ij} = -\infty` for :math:`j > i`. Any :class:`~posenc_lib.base.PositionalEncoding`
 plugs in, so the same model can be trained with each method (the course's length-extrapolation lab).
@@ -26,6 +26,7 @@ from torch import nn
 from posenc_lib._validation import (
     check_choice,
     check_integer_tensor,
+    check_positive_float,
     check_positive_int,
     check_tensor,
 )
@@ -94,7 +95,7 @@ def build_positional_encoding(
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head self-attention whose positional information comes from a pluggable encoding.
+    r"""Multi-head self-attention whose positional information comes from a pluggable encoding.
 
     Args:
         dim: model width.
@@ -102,6 +103,8 @@ class MultiHeadAttention(nn.Module):
         positional: the encoding whose ``rotate``, ``logit_bias`` and ``value_term`` hooks are used
             (default :class:`~posenc_lib.nope.NoPE`).
         causal: mask out keys after the query (a decoder); ``False`` for an encoder.
+        scale: factor on :math:`q \cdot k`, default :math:`1/\sqrt{d_h}`; T5 uses ``1.0`` (its
+            initialisation absorbs the scale, Raffel et al. 2020).
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class MultiHeadAttention(nn.Module):
         *,
         positional: PositionalEncoding | None = None,
         causal: bool = True,
+        scale: float | None = None,
     ) -> None:
         super().__init__()
         self.dim, self.num_heads = check_positive_int("dim", dim), check_positive_int("num_heads", num_heads)
@@ -121,6 +125,7 @@ class MultiHeadAttention(nn.Module):
                 f"positional must be a PositionalEncoding or None, got {type(positional).__name__}"
             )
         self.head_dim = dim // num_heads
+        self.scale = 1.0 / math.sqrt(self.head_dim) if scale is None else check_positive_float("scale", scale)
         self.positional = NoPE() if positional is None else positional
         self.causal = causal
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
@@ -145,7 +150,7 @@ class MultiHeadAttention(nn.Module):
         positions = _check_positions(positions, seq_len, x.device)
         q, k, v = self.qkv(x).view(batch, seq_len, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = self.positional.rotate(q, k, positions, positions)
-        logits = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+        logits = (q @ k.transpose(-1, -2)) * self.scale
         bias = self.positional.logit_bias(q, k, positions, positions)
         if bias is not None:
             logits = logits + bias

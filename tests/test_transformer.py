@@ -131,3 +131,19 @@ def test_bad_input() -> None:
     with pytest.raises(TypeError, match="tokens must be an integer tensor"):
         TinyDecoder(5, DIM, HEADS, 1)(torch.zeros(1, 4))
     assert isinstance(build_positional_encoding("nope", dim=DIM, num_heads=HEADS), PositionalEncoding)
+
+
+def test_scale_option_multiplies_the_content_logits() -> None:
+    torch.manual_seed(0)
+    default = MultiHeadAttention(DIM, HEADS, causal=False)
+    unscaled = MultiHeadAttention(DIM, HEADS, causal=False, scale=1.0)
+    unscaled.load_state_dict(default.state_dict())
+    x = _inputs(1, 4).double()
+    default.double(), unscaled.double()
+    _, probs_default = default(x, return_attention=True)
+    q, k, _ = unscaled.qkv(x).view(1, 4, 3, HEADS, DIM // HEADS).permute(2, 0, 3, 1, 4)
+    assert_close(probs_default, torch.softmax(q @ k.transpose(-1, -2) / (DIM // HEADS) ** 0.5, dim=-1))
+    _, probs_unscaled = unscaled(x, return_attention=True)
+    assert_close(probs_unscaled, torch.softmax(q @ k.transpose(-1, -2), dim=-1))
+    with pytest.raises(ValueError, match="scale"):
+        MultiHeadAttention(DIM, HEADS, scale=0.0)
