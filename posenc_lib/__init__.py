@@ -14,7 +14,8 @@ Each module holds one family of encodings, with its formula and paper in the doc
 * :mod:`posenc_lib.transformer`: attention, a Transformer block and a tiny decoder that take any of them;
 * :mod:`posenc_lib.plotting` and :mod:`posenc_lib.device`: figures and device choice for the chapters.
 
-The names below are importable from the package itself.
+Every public function and class is also importable from the package itself, for example
+``from posenc_lib import apply_rope, alibi_slopes``.
 """
 
 from posenc_lib.alibi import ALiBi, alibi_bias, alibi_slopes

@@ -4,7 +4,7 @@ A positional encoding can act at three places in a Transformer, and each family 
 
 * on the **inputs**: ``x_p + PE(p)`` before the first layer (sinusoidal, learned absolute);
 * on **queries and keys**: ``q, k -> f(q, m), f(k, n)`` inside every attention layer (RoPE, xPos);
-* on the **attention logits**: ``q_i . k_j / sqrt(d) + b_ij`` (Shaw et al., Transformer-XL, T5, ALiBi),
+* on the **attention logits**: ``q_i . k_j / sqrt(d_h) + beta_ij`` (Shaw et al., Transformer-XL, T5, ALiBi),
   and for Shaw et al. also on the **values**: ``z_i = sum_j a_ij (v_j + a^V_ij)``.
 
 :class:`PositionalEncoding` gives one hook for each place; a method overrides the hooks it uses and leaves

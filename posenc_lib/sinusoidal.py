@@ -1,23 +1,23 @@
 r"""Sinusoidal absolute positional encoding (Vaswani et al. 2017, "Attention Is All You Need", §3.5).
 
-Pair :math:`i` of the :math:`d` dimensions (:math:`i = 0, \dots, d/2 - 1`) oscillates with the angular
-frequency :math:`\omega_i = \mathrm{base}^{-2i/d}`, ``base`` = 10000. Low :math:`i` means high frequency;
-the wavelengths :math:`2\pi/\omega_i` run from :math:`2\pi` to (almost) :math:`2\pi \cdot \mathrm{base}`
-tokens. The two members of a pair share one frequency: one holds :math:`\sin(p\,\omega_i)`, the other
-:math:`\cos(p\,\omega_i)`.
+Pair :math:`c` of the :math:`d` dimensions (:math:`c = 0, \dots, d/2 - 1`) oscillates with the angular
+frequency :math:`\theta_c = \mathrm{base}^{-2c/d}`, ``base`` = 10000. Low :math:`c` means high frequency;
+the wavelengths :math:`2\pi/\theta_c` run from :math:`2\pi` to (almost) :math:`2\pi \cdot \mathrm{base}`
+tokens. The two members of a pair share one frequency: one holds :math:`\sin(p\,\theta_c)`, the other
+:math:`\cos(p\,\theta_c)`.
 
 Two layouts of the same numbers are in use:
 
-* ``"interleaved"`` (the paper, XLM): :math:`PE[p, 2i] = \sin(p\,\omega_i)`,
-  :math:`PE[p, 2i+1] = \cos(p\,\omega_i)`;
+* ``"interleaved"`` (the paper, XLM): :math:`PE[p, 2c] = \sin(p\,\theta_c)`,
+  :math:`PE[p, 2c+1] = \cos(p\,\theta_c)`;
 * ``"concat"`` (Marian, Transformer-XL's :math:`R`): all sines, then all cosines,
-  :math:`[\sin(p\,\omega_0), \dots, \sin(p\,\omega_{d/2-1}),
-  \cos(p\,\omega_0), \dots, \cos(p\,\omega_{d/2-1})]`.
+  :math:`[\sin(p\,\theta_0), \dots, \sin(p\,\theta_{d/2-1}),
+  \cos(p\,\theta_0), \dots, \cos(p\,\theta_{d/2-1})]`.
 
 ``concat == interleaved[..., perm]`` with ``perm = [0, 2, ..., d-2, 1, 3, ..., d-1]``.
 
-Angles :math:`p\,\omega_i` are formed in float64 and only the result is cast: formed in float32, with
-:math:`\omega_i` rounded to float32 as well, they are off by up to about :math:`10^{-7}\,p\,\omega_i` rad
+Angles :math:`p\,\theta_c` are formed in float64 and only the result is cast: formed in float32, with
+:math:`\theta_c` rounded to float32 as well, they are off by up to about :math:`10^{-7}\,p\,\theta_c` rad
 (0.05 rad at :math:`p = 10^6`, 0.004 rad at :math:`p = 2^{17}`).
 """
 
@@ -41,13 +41,13 @@ SINUSOIDAL_LAYOUTS = ("interleaved", "concat")
 
 
 def sinusoidal_frequencies(dim: int, *, base: float = 10000.0) -> torch.Tensor:
-    r"""Angular frequencies :math:`\omega_i = \mathrm{base}^{-2i/d}`, :math:`i = 0, \dots, d/2 - 1`.
+    r"""Angular frequencies :math:`\theta_c = \mathrm{base}^{-2c/d}`, :math:`c = 0, \dots, d/2 - 1`.
 
     From Vaswani et al. 2017, "Attention Is All You Need", §3.5. The exp/log form found in many
     tutorials, ``div_term = exp(arange(0, d, 2) * (-ln(base) / d))``, computes the same numbers:
-    :math:`e^{-2i \ln(\mathrm{base})/d} = \mathrm{base}^{-2i/d}`. Note that ``arange(0, d, 2)`` already
-    steps by two, so it holds :math:`2i`, not :math:`i`. tensor2tensor and fairseq space the frequencies
-    differently, :math:`\omega_i = \mathrm{base}^{-i/(d/2 - 1)}` (last frequency exactly
+    :math:`e^{-2c \ln(\mathrm{base})/d} = \mathrm{base}^{-2c/d}`. Note that ``arange(0, d, 2)`` already
+    steps by two, so it holds :math:`2c`, not :math:`c`. tensor2tensor and fairseq space the frequencies
+    differently, :math:`\theta_c = \mathrm{base}^{-c/(d/2 - 1)}` (last frequency exactly
     :math:`1/\mathrm{base}`); this function follows the paper, as do XLM and Marian in Hugging Face
     transformers.
 
@@ -77,7 +77,7 @@ def sinusoidal_encoding_at(
 ) -> torch.Tensor:
     r"""Sinusoidal encodings of arbitrary integer positions (any shape; negative positions allowed).
 
-    :math:`PE[p, 2i] = \sin(p\,\omega_i)`, :math:`PE[p, 2i+1] = \cos(p\,\omega_i)` (Vaswani et al. 2017,
+    :math:`PE[p, 2c] = \sin(p\,\theta_c)`, :math:`PE[p, 2c+1] = \cos(p\,\theta_c)` (Vaswani et al. 2017,
     "Attention Is All You Need", §3.5) in the ``"interleaved"`` layout, which matches
     ``transformers.models.xlm.modeling_xlm.create_sinusoidal_embeddings``. ``"concat"`` puts all sines
     first and all cosines after, which matches
@@ -139,23 +139,25 @@ def sinusoidal_encoding(
 
 
 def sinusoid_offset_matrix(offset: int, dim: int, *, base: float = 10000.0) -> torch.Tensor:
-    r"""The matrix :math:`M_k` with :math:`PE(p + k) = M_k\, PE(p)` for every :math:`p` (interleaved layout).
+    r"""The matrix :math:`M_\Delta` with :math:`PE(p + \Delta) = M_\Delta\, PE(p)` for every :math:`p`.
 
-    Vaswani et al. 2017 ("Attention Is All You Need", §3.5) chose sinusoids because :math:`PE(p + k)` is
-    a linear function of :math:`PE(p)`. By the angle-addition formulas, pair :math:`i` maps as
+    For the interleaved layout. Vaswani et al. 2017 ("Attention Is All You Need", §3.5) chose sinusoids
+    because :math:`PE(p + \Delta)` is a linear function of :math:`PE(p)`. By the angle-addition formulas,
+    pair :math:`c` maps as
 
     .. math::
 
-        \begin{pmatrix} \sin((p+k)\omega_i) \\ \cos((p+k)\omega_i) \end{pmatrix} =
-        \begin{pmatrix} \cos(k\omega_i) & \sin(k\omega_i) \\ -\sin(k\omega_i) & \cos(k\omega_i) \end{pmatrix}
-        \begin{pmatrix} \sin(p\omega_i) \\ \cos(p\omega_i) \end{pmatrix},
+        \begin{pmatrix} \sin((p+\Delta)\theta_c) \\ \cos((p+\Delta)\theta_c) \end{pmatrix} =
+        \begin{pmatrix} \cos(\Delta\theta_c) & \sin(\Delta\theta_c) \\
+        -\sin(\Delta\theta_c) & \cos(\Delta\theta_c) \end{pmatrix}
+        \begin{pmatrix} \sin(p\theta_c) \\ \cos(p\theta_c) \end{pmatrix},
 
-    so :math:`M_k` is block diagonal with one 2x2 rotation per pair (by :math:`-k\,\omega_i`, because the
-    pair is stored as (sin, cos)), and it does not depend on :math:`p`. The derivation is the one in
-    d2l.ai, "Self-Attention and Positional Encoding".
+    so :math:`M_\Delta` is block diagonal with one 2x2 rotation per pair (by :math:`-\Delta\,\theta_c`,
+    because the pair is stored as (sin, cos)), and it does not depend on :math:`p`. The derivation is the
+    one in d2l.ai, "Self-Attention and Positional Encoding".
 
     Args:
-        offset: The shift :math:`k` (any integer, negative allowed).
+        offset: The shift :math:`\Delta` (any integer, negative allowed).
         dim: Model dimension :math:`d`, even.
         base: Base of the frequencies (see :func:`sinusoidal_frequencies`).
 

@@ -111,8 +111,8 @@ class T5RelativeBias(PositionalEncoding):
     r"""T5's learned relative position bias (Raffel et al. 2020): one scalar per (bucket, head).
 
     Paper: "Exploring the Limits of Transfer Learning with a Unified Text-to-Text Transformer", section 2.1.
-    The bias for head :math:`h` is :math:`\beta_{ij} = w[\mathrm{bucket}(p^k_j - p^q_i), h]` with the buckets of
-    :func:`t5_bucket`, and the logit is :math:`q_i \cdot k_j + \beta_{ij}`.
+    The bias for head :math:`h` is :math:`\beta_{ij} = w[\mathrm{bucket}(p^k_j - p^q_i), h]` with the
+    buckets of :func:`t5_bucket`, and the logit is :math:`q_i \cdot k_j + \beta_{ij}`.
 
     Two facts that differ from the other relative methods:
 
