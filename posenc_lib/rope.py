@@ -288,7 +288,8 @@ class RotaryEmbedding(PositionalEncoding):
         self.rotary_dim = _check_rotary_dim(rotary_dim, self.dim)
         self.attention_factor = check_positive_float("attention_factor", attention_factor)
         if inv_freq is None:
-            inv_freq = rope_inverse_frequencies(self.rotary_dim, base=check_positive_float("base", base))
+            with torch.device("cpu"):  # also under ``with torch.device("meta")``: the module has no weights
+                inv_freq = rope_inverse_frequencies(self.rotary_dim, base=check_positive_float("base", base))
         else:
             check_floating_tensor("inv_freq", inv_freq)
             if inv_freq.shape != (self.rotary_dim // 2,):

@@ -55,8 +55,9 @@ def build_positional_encoding(
     num_heads: int,
     max_positions: int | None = None,
     shaw_max_distance: int = 16,
+    causal: bool = True,
 ) -> PositionalEncoding:
-    """Return a new positional encoding by name, sized for a model of width ``dim`` and ``num_heads`` heads.
+    r"""Return a new positional encoding by name, sized for a model of width ``dim`` and ``num_heads`` heads.
 
     Input encodings (``"sinusoidal"``, ``"learned"``) get the model width; the others act inside attention
     and get the head count or head width. ``"learned"`` needs ``max_positions`` (its table size).
@@ -66,7 +67,10 @@ def build_positional_encoding(
         dim: model width (divisible by ``num_heads``; the head width must be even for RoPE and xPos).
         num_heads: number of attention heads.
         max_positions: table size of the learned absolute embedding.
-        shaw_max_distance: clipping distance :math:`k` of Shaw et al.'s relative attention.
+        shaw_max_distance: clipping distance :math:`k_{\max}` of Shaw et al.'s relative attention.
+        causal: the attention the encoding serves: ``True`` (a decoder) gives T5's causal buckets and
+            ALiBi's :math:`-m_h (i - j)`; ``False`` (an encoder) gives T5's bidirectional buckets and
+            ALiBi's symmetric :math:`-m_h |i - j|`.
     """
     check_choice("name", name, ENCODING_NAMES)
     dim, num_heads = check_positive_int("dim", dim), check_positive_int("num_heads", num_heads)
@@ -86,9 +90,9 @@ def build_positional_encoding(
     if name == "transformer_xl":
         return TransformerXLRelativeAttention(num_heads, head_dim)
     if name == "t5":
-        return T5RelativeBias(num_heads, bidirectional=False)
+        return T5RelativeBias(num_heads, bidirectional=not causal)
     if name == "alibi":
-        return ALiBi(num_heads)
+        return ALiBi(num_heads, causal=causal)
     if name == "rope":
         return RotaryEmbedding(head_dim)
     return XPos(head_dim)
@@ -222,7 +226,7 @@ class TinyDecoder(nn.Module):
         vocab_size = check_positive_int("vocab_size", vocab_size)
         num_layers = check_positive_int("num_layers", num_layers)
         self.encoding = check_choice("encoding", encoding, ENCODING_NAMES)
-        sizes = {"dim": dim, "num_heads": num_heads, "max_positions": max_positions}
+        sizes = {"dim": dim, "num_heads": num_heads, "max_positions": max_positions, "causal": causal}
         self.token_embedding = nn.Embedding(vocab_size, dim)
         if encoding in INPUT_ENCODINGS:
             self.input_encoding = build_positional_encoding(encoding, **sizes)

@@ -336,3 +336,11 @@ def test_half_layout_cpu_blocks_cover_every_position(monkeypatch: pytest.MonkeyP
     for block_bytes in (1, 500, 2000, 1 << 20):  # 1, 1, 5 and all 37 positions per block
         monkeypatch.setattr(rope_module, "_CACHE_BLOCK_BYTES", block_bytes)
         assert_close(apply_rope(x).double(), expected, atol=2e-6, rtol=0)
+
+
+def test_module_builds_under_the_meta_device() -> None:
+    """Counting a large model's parameters on the meta device must not fail because of RoPE."""
+    with torch.device("meta"):
+        rope = RotaryEmbedding(64)
+    assert rope.inv_freq.device.type == "cpu"
+    assert_close(rope(_random(1, 3, 64, seed=26)), apply_rope(_random(1, 3, 64, seed=26)))

@@ -147,3 +147,12 @@ def test_scale_option_multiplies_the_content_logits() -> None:
     assert_close(probs_unscaled, torch.softmax(q @ k.transpose(-1, -2), dim=-1))
     with pytest.raises(ValueError, match="scale"):
         MultiHeadAttention(DIM, HEADS, scale=0.0)
+
+
+def test_encoder_models_get_the_bidirectional_forms_of_t5_and_alibi() -> None:
+    encoder_t5 = build_positional_encoding("t5", dim=DIM, num_heads=HEADS, causal=False)
+    decoder_t5 = build_positional_encoding("t5", dim=DIM, num_heads=HEADS)
+    assert encoder_t5.bidirectional and not decoder_t5.bidirectional
+    encoder = TinyDecoder(5, DIM, HEADS, 1, encoding="alibi", causal=False)
+    assert not encoder.blocks[0].attention.positional.causal
+    assert TinyDecoder(5, DIM, HEADS, 1, encoding="alibi").blocks[0].attention.positional.causal
