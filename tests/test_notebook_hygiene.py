@@ -1,0 +1,60 @@
+"""Every chapter notebook is stored the way the book and nbval need it (see README, Contributing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _repository_url() -> str:
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    return config["repository"]["url"].rstrip("/")
+
+
+def _code_cells(notebook: dict) -> list[dict]:
+    return [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_outputs_are_clean(path: Path) -> None:
+    """No stored errors and nothing on stderr (a warning there would also fail nbval on a clean run)."""
+    for index, cell in enumerate(_code_cells(json.loads(path.read_text(encoding="utf-8")))):
+        for output in cell.get("outputs", []):
+            assert output["output_type"] != "error", f"{path.name}, code cell {index}: stored error"
+            is_stderr = output["output_type"] == "stream" and output.get("name") == "stderr"
+            assert not is_stderr, f"{path.name}, code cell {index}: output on stderr"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_first_cell_installs_posenc_lib_in_colab_from_the_configured_repository(path: Path) -> None:
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    first = notebook["cells"][0]
+    source = "".join(first["source"])
+    assert first["cell_type"] == "code" and 'if "google.colab" in sys.modules:' in source
+    assert f"git+{_repository_url()}@main" in source, "the install URL must be the one in _config.yml"
+    assert "remove-cell" in first.get("metadata", {}).get("tags", []), "the HTML book hides the Colab cell"
+    later_code = "".join("".join(cell["source"]) for cell in _code_cells(notebook)[1:])
+    assert "import posenc_lib" in later_code
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_kernel_and_saved_widget_state(path: Path) -> None:
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    assert notebook["metadata"]["kernelspec"]["name"] == "python3"
+    shows_widgets = any(
+        WIDGET_VIEW in output.get("data", {})
+        for cell in _code_cells(notebook)
+        for output in cell.get("outputs", [])
+    )
+    if shows_widgets:
+        state = notebook["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+        assert state.get("state"), (
+            "widgets are shown, but their state is not saved: the HTML book would be empty"
+        )
