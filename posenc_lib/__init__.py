@@ -12,6 +12,7 @@ Each module holds one family of encodings, with its formula and paper in the doc
   variants (Position Interpolation, NTK, YaRN, Llama 3, LongRoPE);
 * :mod:`posenc_lib.xpos`: xPos (Sun et al. 2022); :mod:`posenc_lib.nope`: no positional encoding;
 * :mod:`posenc_lib.transformer`: attention, a Transformer block and a tiny decoder that take any of them;
+* :mod:`posenc_lib.lab`: synthetic tasks, training and evaluation for the length-extrapolation experiments;
 * :mod:`posenc_lib.plotting` and :mod:`posenc_lib.device`: figures and device choice for the chapters.
 
 Every public function and class is also importable from the package itself, for example
@@ -21,6 +22,7 @@ Every public function and class is also importable from the package itself, for 
 from posenc_lib.alibi import ALiBi, alibi_bias, alibi_slopes
 from posenc_lib.base import PositionalEncoding
 from posenc_lib.device import get_device
+from posenc_lib.lab import evaluate_model, make_task_batch, train_model
 from posenc_lib.learned import LearnedPositionalEmbedding
 from posenc_lib.nope import NoPE
 from posenc_lib.relative import ShawRelativeAttention, pairwise_relative_positions, relative_positions
@@ -73,10 +75,12 @@ __all__ = [
     "apply_xpos",
     "build_positional_encoding",
     "dynamic_ntk_scaling",
+    "evaluate_model",
     "get_device",
     "linear_scaling",
     "llama3_scaling",
     "longrope_scaling",
+    "make_task_batch",
     "pairwise_relative_positions",
     "rel_shift",
     "relative_positions",
@@ -90,6 +94,7 @@ __all__ = [
     "sinusoidal_encoding_at",
     "sinusoidal_frequencies",
     "t5_bucket",
+    "train_model",
     "xpos_scale",
     "yarn_scaling",
 ]
