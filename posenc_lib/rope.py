@@ -47,7 +47,6 @@ from posenc_lib.base import PositionalEncoding
 from posenc_lib.rope_scaling import rope_inverse_frequencies
 
 ROPE_LAYOUTS = ("half", "interleaved")
-_CACHE_BLOCK_BYTES = 1 << 20  # block size of the half-layout CPU kernel: fits in a core's L2 cache
 
 
 def rope_permutation(dim: int, *, rotary_dim: int | None = None) -> torch.Tensor:
@@ -207,21 +206,10 @@ def rotate_with_cos_sin(
         out[..., rotary_dim:] = x_pass
     out_rot = out[..., :rotary_dim]
     if layout == "half":
-        # Three passes (mul, then one addcmul_ per half), run on blocks of positions small enough for the
-        # processor's cache: the second and third passes then read what the first just wrote.
-        cos_full = torch.cat([cos, cos], dim=-1)
-        bytes_per_position = x_rot.numel() // max(x.shape[-2], 1) * out.element_size()
-        step = (
-            max(1, _CACHE_BLOCK_BYTES // max(bytes_per_position, 1))
-            if x.device.type == "cpu"
-            else x.shape[-2]
-        )
-        for start in range(0, x.shape[-2], step):
-            block = slice(start, start + step)
-            x_block, out_block, sin_block = x_rot[..., block, :], out_rot[..., block, :], sin[block]
-            torch.mul(x_block, cos_full[block], out=out_block)
-            out_block[..., :half].addcmul_(x_block[..., half:], sin_block, value=-1)
-            out_block[..., half:].addcmul_(x_block[..., :half], sin_block)
+        # Three passes: y = x * [cos, cos], then one addcmul_ per half, with no rotate_half copy and no cat.
+        torch.mul(x_rot, torch.cat([cos, cos], dim=-1), out=out_rot)
+        out_rot[..., :half].addcmul_(x_rot[..., half:], sin, value=-1)
+        out_rot[..., half:].addcmul_(x_rot[..., :half], sin)
     else:
         out_pairs = torch.view_as_complex(out_rot.unflatten(-1, (-1, 2)))  # a view: ``out`` is contiguous
         torch.mul(_complex_pairs(x_rot.to(compute_dtype)), torch.complex(cos, sin), out=out_pairs)

@@ -327,17 +327,6 @@ def test_gradients_flow_and_match_the_fast_path(layout: str) -> None:
     assert_close(apply_rope(low, layout=layout), apply_rope(low.detach(), layout=layout), atol=0, rtol=0)
 
 
-def test_half_layout_cpu_blocks_cover_every_position(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The half-layout kernel works on blocks of positions; with tiny blocks the result must not change."""
-    import posenc_lib.rope as rope_module
-
-    x = _random(2, 3, 37, 16, seed=25)
-    expected = _rope_float64(x, torch.arange(37), base=10000.0, layout="half")
-    for block_bytes in (1, 500, 2000, 1 << 20):  # 1, 1, 5 and all 37 positions per block
-        monkeypatch.setattr(rope_module, "_CACHE_BLOCK_BYTES", block_bytes)
-        assert_close(apply_rope(x).double(), expected, atol=2e-6, rtol=0)
-
-
 def test_module_builds_under_the_meta_device() -> None:
     """Counting a large model's parameters on the meta device must not fail because of RoPE."""
     with torch.device("meta"):
