@@ -18,6 +18,7 @@ scored.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import nn
@@ -174,8 +175,12 @@ def evaluate_model(
 
 
 def _progress(iterable: range, *, enabled: bool, description: str):
-    """Wrap ``iterable`` in a tqdm progress bar when tqdm is installed and ``enabled``; else return it."""
-    if not enabled:
+    """Wrap ``iterable`` in a tqdm progress bar when tqdm is installed and ``enabled``; else return it.
+
+    ``TQDM_DISABLE=1`` in the environment turns the bar off here too: tqdm's notebook bar (which
+    ``tqdm.auto`` picks in Jupyter) does not read that variable itself.
+    """
+    if not enabled or os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes"):
         return iterable
     try:
         from tqdm.auto import tqdm

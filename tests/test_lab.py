@@ -75,3 +75,15 @@ def test_bad_input() -> None:
         make_task_batch("copy", batch_size=1, seq_len=5, vocab_size=5, generator=0)
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         train_model(TinyDecoder(4, 8, 2, 1), "copy", steps=0, seq_len=5, vocab_size=4)
+
+
+def test_progress_bar_obeys_tqdm_disable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from posenc_lib import lab
+
+    steps = range(3)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert lab._progress(steps, enabled=True, description="x") is steps
+    monkeypatch.delenv("TQDM_DISABLE")
+    assert lab._progress(steps, enabled=False, description="x") is steps
+    bar = lab._progress(steps, enabled=True, description="x")
+    assert bar is not steps and list(bar) == [0, 1, 2]
