@@ -126,6 +126,7 @@ class PageReport:
     math: dict = field(default_factory=dict)
     widgets: dict = field(default_factory=dict)
     links: list[str] = field(default_factory=list)
+    wide_code: list[str] = field(default_factory=list)
     colab_links: list[str] = field(default_factory=list)
     screenshot: Path | None = None
 
@@ -141,6 +142,10 @@ _COUNT_MATH = """() => ({
         .filter((element) => element.querySelector('mjx-container') !== null).length,
     mathjax_errors: document.querySelectorAll('mjx-merror').length,
 })"""
+# Code cells whose lines are wider than the page (the reader would have to scroll sideways).
+_WIDE_CODE = """() => Array.from(document.querySelectorAll('div.cell_input pre'))
+    .filter((pre) => pre.scrollWidth > pre.clientWidth + 1)
+    .map((pre) => pre.textContent.split('\\n')[0].slice(0, 60))"""
 _IMAGES = """() => Array.from(document.images).map((image) => ({
     src: image.currentSrc || image.src, complete: image.complete, naturalWidth: image.naturalWidth,
 }))"""
@@ -196,6 +201,7 @@ def _visit(browser: object, base_url: str, page: str) -> PageReport:
     report.widgets = tab.evaluate(_COUNT_WIDGETS)
     report.math = tab.evaluate(_COUNT_MATH)
     report.images = tab.evaluate(_IMAGES)
+    report.wide_code = tab.evaluate(_WIDE_CODE)
     report.links = tab.evaluate("() => Array.from(document.querySelectorAll('a[href]')).map((a) => a.href)")
     report.colab_links = [
         link for link in report.links if link.startswith("https://colab.research.google.com")
@@ -224,6 +230,13 @@ def test_page_loads_without_errors(page: str, visit: Callable[[str], PageReport]
 def test_every_image_loads(page: str, visit: Callable[[str], PageReport]) -> None:
     broken = [image["src"][:120] for image in visit(page).images if image["naturalWidth"] == 0]
     assert not broken, f"{page}: images that did not load: {broken}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_code_cells_fit_the_page(page: str, visit: Callable[[str], PageReport]) -> None:
+    """At 1280 px, notebook code (88 columns, notebooks/ruff.toml) must not scroll sideways (book.css)."""
+    wide = visit(page).wide_code
+    assert not wide, f"{page}: code cells wider than the page, starting with {wide}"
 
 
 MATH_PAGES = [page for page in PAGES if 'class="math' in _page_source(page)]
