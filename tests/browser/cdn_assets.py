@@ -109,7 +109,9 @@ def fetch(assets: Path) -> None:
             target = assets / package.directory_name
             shutil.rmtree(target, ignore_errors=True)
             with tarfile.open(tarball) as archive:
-                archive.extractall(scratch + "/unpacked-" + package.directory_name, filter="data")
+                # The "data" filter refuses links and paths outside the target (Python 3.10.12+, 3.11.4+).
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                archive.extractall(scratch + "/unpacked-" + package.directory_name, **safe)
             shutil.move(scratch + "/unpacked-" + package.directory_name + "/package", target)
             print(f"{package.npm_spec} -> {target}")
 
