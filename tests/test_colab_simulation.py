@@ -32,7 +32,6 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-import yaml
 
 nbformat = pytest.importorskip("nbformat", reason="the Colab simulation needs nbformat")
 nbclient = pytest.importorskip("nbclient", reason="the Colab simulation needs nbclient")
@@ -70,11 +69,6 @@ direct_url = json.loads(dist.read_text("direct_url.json") or "{}")
 site = str(dist.locate_file(""))
 print(json.dumps({"module": posenc_lib.__file__, "site": site, "direct_url": direct_url}))
 """
-
-
-def _repository_url() -> str:
-    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-    return config["repository"]["url"].rstrip("/")
 
 
 def _run(command: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -156,11 +150,11 @@ def _copy_checkout(target: Path) -> None:
             shutil.copy2(source, target / name)
 
 
-def _colab_notebook(source_url: str) -> nbformat.NotebookNode:
+def _colab_notebook(source_url: str, repository_url: str) -> nbformat.NotebookNode:
     """The notebook, its first cell installing from source_url instead of the course repository."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     first = notebook.cells[0]
-    git_url = f"git+{_repository_url()}@main"
+    git_url = f"git+{repository_url}@main"
     assert first.cell_type == "code" and first.source.count(git_url) == 1, f"no {git_url} in the first cell"
     first.source = first.source.replace(git_url, source_url)
     return notebook
@@ -248,7 +242,7 @@ def _install_report(python: Path, cwd: Path, env: dict[str, str]) -> dict:
 
 
 def test_notebook_installs_posenc_lib_and_runs_in_simulated_colab(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repository_url: str
 ) -> None:
     work = tmp_path / "content"  # Colab's working directory; not the checkout, so posenc_lib is not there
     work.mkdir()
@@ -261,7 +255,7 @@ def test_notebook_installs_posenc_lib_and_runs_in_simulated_colab(
     source = tmp_path / "posenc-course"
     _copy_checkout(source)
     stored = nbformat.read(NOTEBOOK, as_version=4)
-    notebook = _colab_notebook(source.as_uri())
+    notebook = _colab_notebook(source.as_uri(), repository_url)
     _write_kernelspec(tmp_path / "jupyter", python)
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     client = nbclient.NotebookClient(

@@ -6,16 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-
-
-def _repository_url() -> str:
-    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-    return config["repository"]["url"].rstrip("/")
 
 
 def _code_cells(notebook: dict) -> list[dict]:
@@ -33,12 +27,14 @@ def test_outputs_are_clean(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
-def test_first_cell_installs_posenc_lib_in_colab_from_the_configured_repository(path: Path) -> None:
+def test_first_cell_installs_posenc_lib_in_colab_from_the_configured_repository(
+    path: Path, repository_url: str
+) -> None:
     notebook = json.loads(path.read_text(encoding="utf-8"))
     first = notebook["cells"][0]
     source = "".join(first["source"])
     assert first["cell_type"] == "code" and 'if "google.colab" in sys.modules:' in source
-    assert f"git+{_repository_url()}@main" in source, "the install URL must be the one in _config.yml"
+    assert f"git+{repository_url}@main" in source, "the install URL must be the one in _config.yml"
     assert "remove-cell" in first.get("metadata", {}).get("tags", []), "the HTML book hides the Colab cell"
     later_code = "".join("".join(cell["source"]) for cell in _code_cells(notebook)[1:])
     assert "import posenc_lib" in later_code

@@ -26,7 +26,6 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlsplit
 
 import pytest
-import yaml
 from cdn_assets import is_complete, local_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -259,11 +258,6 @@ def test_widgets_render_from_saved_state(page: str, visit: Callable[[str], PageR
     assert widgets["rendered"] >= widgets["views"], f"{page}: {widgets}"
 
 
-def _repository() -> str:
-    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-    return urlsplit(config["repository"]["url"]).path.strip("/")  # ORG/REPO
-
-
 def test_every_chapter_notebook_has_a_page() -> None:
     notebooks = {
         path.relative_to(ROOT).with_suffix(".html").as_posix() for path in ROOT.glob("notebooks/*.ipynb")
@@ -272,13 +266,13 @@ def test_every_chapter_notebook_has_a_page() -> None:
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_colab_button(page: str, visit: Callable[[str], PageReport]) -> None:
+def test_colab_button(page: str, visit: Callable[[str], PageReport], repository_url: str) -> None:
     links = set(visit(page).colab_links)
     if page not in NOTEBOOK_PAGES:
         assert not links, f"{page} is not a notebook, yet links to Colab: {links}"
         return
     notebook = Path(page).with_suffix(".ipynb").as_posix()
-    assert links == {f"{COLAB}{_repository()}/blob/main/{notebook}"}, links
+    assert links == {f"{COLAB}{urlsplit(repository_url).path.strip('/')}/blob/main/{notebook}"}, links
     assert (ROOT / notebook).is_file()
 
 
