@@ -49,6 +49,7 @@ from posenc_lib.transformer import (
     TinyDecoder,
     TransformerBlock,
     build_positional_encoding,
+    count_positional_parameters,
 )
 from posenc_lib.transformer_xl import TransformerXLRelativeAttention, rel_shift
 from posenc_lib.xpos import XPos, apply_xpos, xpos_scale
@@ -74,6 +75,7 @@ __all__ = [
     "apply_rope",
     "apply_xpos",
     "build_positional_encoding",
+    "count_positional_parameters",
     "dynamic_ntk_scaling",
     "evaluate_model",
     "get_device",

@@ -1,19 +1,30 @@
-r"""Figures shared by the chapters: encodings as heatmaps, per-head biases, wavelengths, position similarity.
+r"""Figures shared by the chapters: encodings as heatmaps, per-head biases, wavelengths, position similarity,
+and the two ways a chapter lets its reader explore a figure.
 
-Each function draws one figure with pyplot (so a notebook shows it inline), sets a title, axis labels with
-units and a colorbar where colour carries a value, and returns the :class:`matplotlib.figure.Figure`
-without calling ``plt.show()``. Close it with ``plt.close(fig)`` when it is no longer needed. Inputs may be
-tensors on any device or NumPy arrays.
+Each ``plot_*`` function draws one figure with pyplot (so a notebook shows it inline), sets a title, axis
+labels with units and a colorbar where colour carries a value, and returns the
+:class:`matplotlib.figure.Figure` without calling ``plt.show()``. Close it with ``plt.close(fig)`` when it is
+no longer needed. Inputs may be tensors on any device or NumPy arrays.
+
+Exploring a figure: a chapter writes one function that draws its figure for a setting of the parameters,
+``draw(**setting) -> Figure``, and passes it to
+
+* :func:`interactive_figure`, for readers who run the notebook: ipywidgets controls that redraw the figure
+  (they need a live Python kernel);
+* :func:`slider_animation`, for readers of the web book: the figure drawn once per value of one parameter
+  and played by a slider that works in the browser without any kernel (matplotlib's ``to_jshtml``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib import animation
 from matplotlib.figure import Figure
 
 from posenc_lib._validation import check_positive_int
@@ -206,3 +217,173 @@ def plot_similarity_matrix(
     ax.set_ylabel("position p (tokens)")
     fig.colorbar(image, ax=ax, label="cosine similarity")
     return fig
+
+
+def interactive_figure(draw: Callable[..., Figure], /, **controls: Any) -> Any:
+    """Controls that redraw ``draw(**setting)`` whenever one of them changes (ipywidgets, live kernel only).
+
+    Each keyword names a parameter of ``draw`` and gives its control: an ipywidgets value widget (an
+    ``IntSlider``, a ``Dropdown``, ...) used as it is, or a shorthand: a ``range`` becomes an ``IntSlider``
+    over it, a list or tuple of options (or of ``(label, value)`` pairs) a ``Dropdown``, a ``bool`` a
+    ``Checkbox``. The first value of each control is its initial setting. The figure is drawn into an
+    ``Output`` widget and closed, so a notebook cell shows the controls and one figure, and a test runner
+    such as nbval sees the same outputs on every run.
+
+    In the web book the controls would not respond (there is no Python behind the page): put this call in a
+    cell tagged ``remove-cell`` and show :func:`slider_animation` of the same ``draw`` next to it.
+
+    Args:
+        draw: Function of the keyword parameters named in ``controls`` that returns a new figure.
+        **controls: Parameter name to control (or shorthand), in display order.
+
+    Returns:
+        An ``ipywidgets.VBox``: the controls, then the figure.
+
+    Raises:
+        ImportError: If ipywidgets is not installed (``pip install ipywidgets``).
+        TypeError: If ``draw`` is not callable or a control is neither a widget nor a shorthand.
+        ValueError: If no control is given, or a shorthand is empty.
+    """
+    try:
+        import ipywidgets as widgets
+    except ImportError as error:  # the library itself does not need ipywidgets
+        raise ImportError("interactive_figure needs ipywidgets: pip install ipywidgets") from error
+    if not callable(draw):
+        raise TypeError(f"draw must be a function returning a matplotlib Figure, got {type(draw).__name__}")
+    if not controls:
+        raise ValueError("interactive_figure needs at least one control, e.g. p=range(0, 64)")
+    built = {name: _control(widgets, name, control) for name, control in controls.items()}
+    view = widgets.Output()
+
+    def redraw(_change: object = None) -> None:
+        fig = draw(**{name: control.value for name, control in built.items()})
+        view.outputs = ()
+        view.append_display_data(fig)
+        plt.close(fig)
+
+    for control in built.values():
+        control.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([*built.values(), view])
+
+
+def _control(widgets: Any, name: str, control: Any) -> Any:
+    """The ipywidgets control for one keyword of :func:`interactive_figure`."""
+    if isinstance(control, widgets.ValueWidget):
+        if not control.description:
+            control.description = name
+        return control
+    style = {"description_width": "initial"}
+    if isinstance(control, bool):
+        return widgets.Checkbox(value=control, description=name, style=style)
+    if isinstance(control, range):
+        if len(control) == 0:
+            raise ValueError(f"control {name!r} is an empty range")
+        return widgets.IntSlider(
+            value=control.start,
+            min=min(control[0], control[-1]),
+            max=max(control[0], control[-1]),
+            step=abs(control.step),
+            description=name,
+            style=style,
+        )
+    if isinstance(control, (list, tuple)):
+        if not control:
+            raise ValueError(f"control {name!r} has no options")
+        return widgets.Dropdown(options=list(control), description=name, style=style)
+    raise TypeError(
+        f"control {name!r} must be an ipywidgets value widget, a range, a list or tuple of options, or a "
+        f"bool, got {type(control).__name__}"
+    )
+
+
+class SliderAnimation:
+    """A figure drawn for several values of one parameter, played by a slider in HTML (no kernel needed).
+
+    Made by :func:`slider_animation`. In a notebook or in the web book it shows matplotlib's animation
+    player (play, step and a slider over the frames); its text form, which a test runner compares, names
+    the parameter and its values.
+    """
+
+    def __init__(self, html: str, parameter: str, values: Sequence[Any]) -> None:
+        self.html = html
+        self.parameter = parameter
+        self.values = list(values)
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        shown = ", ".join(str(value) for value in self.values[:8])
+        more = ", ..." if len(self.values) > 8 else ""
+        return f"<slider over {self.parameter} = {shown}{more} ({len(self.values)} frames)>"
+
+
+def slider_animation(
+    draw: Callable[..., Figure],
+    parameter: str,
+    values: Sequence[Any],
+    /,
+    *,
+    dpi: float = 72.0,
+    interval_ms: int = 700,
+    **fixed: Any,
+) -> SliderAnimation:
+    """Draw ``draw(**fixed, **{parameter: value})`` for every value and play the figures with a slider.
+
+    This is the web book's counterpart of :func:`interactive_figure`: each figure is rendered once to an
+    image (at ``dpi``), and matplotlib's ``Animation.to_jshtml`` embeds the images with a player whose
+    slider and buttons run in the browser, without a Python kernel. Every call of ``draw`` must return a
+    figure of the same size. Keep the frames few and small: the page carries every image (about
+    10-40 kB each at 72 dpi).
+
+    Args:
+        draw: Function returning a new figure for one setting of its keyword parameters.
+        parameter: Name of the keyword parameter of ``draw`` that the slider moves.
+        values: The values of ``parameter``, one frame each, in slider order.
+        dpi: Resolution of the frames.
+        interval_ms: Time between frames when the animation plays.
+        **fixed: The other keyword parameters of ``draw``, the same for every frame.
+
+    Returns:
+        A :class:`SliderAnimation`, shown as the player when it is the last value of a notebook cell.
+
+    Raises:
+        TypeError: If ``draw`` is not callable or does not return a matplotlib Figure.
+        ValueError: If ``values`` is empty, ``dpi`` or ``interval_ms`` is not positive, or the figures
+            differ in size.
+    """
+    if not callable(draw):
+        raise TypeError(f"draw must be a function returning a matplotlib Figure, got {type(draw).__name__}")
+    if not isinstance(parameter, str) or not parameter:
+        raise TypeError(f"parameter must be the name of a keyword parameter of draw, got {parameter!r}")
+    values = list(values)
+    if not values:
+        raise ValueError("values must hold at least one value of the parameter")
+    if not (isinstance(dpi, (int, float)) and dpi > 0):
+        raise ValueError(f"dpi must be a positive number, got {dpi!r}")
+    interval_ms = check_positive_int("interval_ms", interval_ms)
+    frames = []
+    for value in values:
+        fig = draw(**fixed, **{parameter: value})
+        if not isinstance(fig, Figure):
+            raise TypeError(f"draw must return a matplotlib Figure, got {type(fig).__name__} for {value!r}")
+        fig.set_dpi(dpi)
+        fig.canvas.draw()
+        frames.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+        plt.close(fig)
+    height, width = frames[0].shape[:2]
+    if any(frame.shape != frames[0].shape for frame in frames):
+        sizes = sorted({f"{frame.shape[1]}x{frame.shape[0]}" for frame in frames})
+        raise ValueError(f"draw must return figures of one size for every value; got {', '.join(sizes)} px")
+    player = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    axes = player.add_axes((0.0, 0.0, 1.0, 1.0))
+    axes.set_axis_off()
+    image = axes.imshow(frames[0], interpolation="none", aspect="auto")
+
+    def show(index: int) -> list[Any]:
+        image.set_data(frames[index])
+        return [image]
+
+    movie = animation.FuncAnimation(player, show, frames=len(frames), interval=interval_ms, blit=False)
+    return SliderAnimation(movie.to_jshtml(default_mode="once"), parameter, values)

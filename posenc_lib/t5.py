@@ -13,7 +13,12 @@ import math
 import torch
 from torch import nn
 
-from posenc_lib._validation import check_attention_inputs, check_integer_tensor, check_positive_int
+from posenc_lib._validation import (
+    check_attention_inputs,
+    check_integer_tensor,
+    check_positive_float,
+    check_positive_int,
+)
 from posenc_lib.base import PositionalEncoding
 from posenc_lib.relative import pairwise_relative_positions
 
@@ -123,13 +128,19 @@ class T5RelativeBias(PositionalEncoding):
 
     It matches ``T5Attention.compute_bias`` of Hugging Face transformers: the table
     ``relative_attention_bias`` is an ``nn.Embedding(num_buckets, num_heads)`` with the same name and layout,
-    so a T5 checkpoint's weight loads into it directly.
+    so a T5 checkpoint's weight loads into it directly. It is initialised as transformers'
+    ``T5PreTrainedModel`` initialises it: every entry drawn from :math:`\mathcal{N}(0, \sigma^2)` with
+    :math:`\sigma = f / \sqrt{d}` for the model width :math:`d` (``d_model``) and ``initializer_factor``
+    :math:`f = 1` (PyTorch's default for an ``nn.Embedding``, :math:`\mathcal{N}(0, 1)`, is :math:`\sqrt{d}`
+    times larger).
 
     Args:
         num_heads: number of heads, ``>= 1``.
+        model_dim: the model width :math:`d` (``d_model`` in a T5 config), which sets the initial scale.
         bidirectional: ``True`` for an encoder, ``False`` for a causal decoder.
         num_buckets: number of buckets (see :func:`t5_bucket`).
         max_distance: distance from which all larger distances share a bucket.
+        initializer_factor: the factor :math:`f` of transformers' ``T5Config.initializer_factor``.
 
     Raises:
         TypeError: if an argument has the wrong type.
@@ -140,22 +151,29 @@ class T5RelativeBias(PositionalEncoding):
         self,
         num_heads: int,
         *,
+        model_dim: int,
         bidirectional: bool = True,
         num_buckets: int = 32,
         max_distance: int = 128,
+        initializer_factor: float = 1.0,
     ) -> None:
         super().__init__()
         self.num_heads = check_positive_int("num_heads", num_heads)
+        self.model_dim = check_positive_int("model_dim", model_dim)
+        initializer_factor = check_positive_float("initializer_factor", initializer_factor)
         _check_bucket_settings(bidirectional, num_buckets, max_distance)
         self.bidirectional = bidirectional
         self.num_buckets = num_buckets
         self.max_distance = max_distance
         self.relative_attention_bias = nn.Embedding(num_buckets, self.num_heads)
+        nn.init.normal_(
+            self.relative_attention_bias.weight, mean=0.0, std=initializer_factor / math.sqrt(model_dim)
+        )
 
     def extra_repr(self) -> str:
         """Describe the module's settings in its repr."""
         return (
-            f"num_heads={self.num_heads}, bidirectional={self.bidirectional}, "
+            f"num_heads={self.num_heads}, model_dim={self.model_dim}, bidirectional={self.bidirectional}, "
             f"num_buckets={self.num_buckets}, max_distance={self.max_distance}"
         )
 

@@ -90,7 +90,7 @@ def build_positional_encoding(
     if name == "transformer_xl":
         return TransformerXLRelativeAttention(num_heads, head_dim)
     if name == "t5":
-        return T5RelativeBias(num_heads, bidirectional=not causal)
+        return T5RelativeBias(num_heads, model_dim=dim, bidirectional=not causal)
     if name == "alibi":
         return ALiBi(num_heads, causal=causal)
     if name == "rope":
@@ -254,6 +254,35 @@ class TinyDecoder(nn.Module):
         for block in self.blocks:
             x = block(x, positions)
         return self.head(self.final_norm(x))
+
+
+def count_positional_parameters(model: nn.Module) -> int:
+    """Return the number of parameters that positional encodings add to ``model``.
+
+    Every :class:`~posenc_lib.base.PositionalEncoding` inside ``model`` (the model itself included) is
+    found, and each of their parameters is counted once, however many layers share it: T5's bias table,
+    which all layers of a :class:`TinyDecoder` share (Raffel et al. 2020), counts once; an encoding built per
+    layer (Shaw et al., Transformer-XL) counts once per layer. Fixed encodings (the sinusoid, ALiBi, RoPE,
+    xPos, NoPE) have no parameters and add 0.
+
+    Args:
+        model: any ``nn.Module``, for example a :class:`TinyDecoder`.
+
+    Returns:
+        The number of scalar parameters.
+
+    Raises:
+        TypeError: If ``model`` is not an ``nn.Module``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    parameters = {
+        id(parameter): parameter
+        for module in model.modules()
+        if isinstance(module, PositionalEncoding)
+        for parameter in module.parameters()
+    }
+    return sum(parameter.numel() for parameter in parameters.values())
 
 
 def _check_positions(positions: torch.Tensor | None, seq_len: int, device: torch.device) -> torch.Tensor:

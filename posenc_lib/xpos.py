@@ -1,26 +1,29 @@
 r"""xPos: RoPE with a per-pair exponential scale (Sun et al. 2022, "A Length-Extrapolatable Transformer").
 
-On top of interleaved RoPE (pairs :math:`(x_{2c}, x_{2c+1})`, :func:`posenc_lib.rope.apply_rope`), xPos
-multiplies pair :math:`c` of a query at position :math:`n` by :math:`\zeta_c^{\,n/\gamma}` and of a key at
-position :math:`m` by :math:`\zeta_c^{-m/\gamma}`, with
+In the book's notation (a query at position :math:`m`, a key at position :math:`n`, head width :math:`d_h`):
+on top of interleaved RoPE (pairs :math:`(x_{2c}, x_{2c+1})`, :func:`posenc_lib.rope.apply_rope`), xPos
+multiplies pair :math:`c` of the query by :math:`\zeta_c^{\,m/\gamma}` and pair :math:`c` of the key by
+:math:`\zeta_c^{-n/\gamma}`, with
 
 .. math::
 
-    \zeta_c = \frac{2c + 0.4\,d}{1.4\,d} \in [0.29, 1), \qquad c = 0, \dots, d/2 - 1,
+    \zeta_c = \frac{2c + 0.4\,d_h}{1.4\,d_h} \in [0.29, 1), \qquad c = 0, \dots, d_h/2 - 1,
     \qquad \gamma = \mathrm{scale\_base} = 512.
 
-The logit of pair :math:`c` is then the RoPE logit times :math:`\zeta_c^{(n-m)/\gamma}`: it decays
-exponentially with the distance :math:`n - m > 0`, fastest for the high-frequency pairs (small :math:`c`),
-and it still depends on the positions only through :math:`n - m`.
+The logit of pair :math:`c` is then the RoPE logit times :math:`\zeta_c^{(m-n)/\gamma}`: for a key in the
+query's past (:math:`n < m`) it decays exponentially with the distance :math:`m - n`, fastest for the
+high-frequency pairs (small :math:`c`), and it still depends on the positions only through :math:`n - m`.
+(The paper writes the query position as :math:`n` and the key position as :math:`m`; the formulas are the
+same with the letters swapped.)
 
-Centring. :math:`\zeta^{n/\gamma}` alone under- or overflows for large :math:`n`, so implementations
-measure the scale's exponent from a centre :math:`c_0`: queries get :math:`\zeta^{(n - c_0)/\gamma}`, keys
-:math:`\zeta^{-(m - c_0)/\gamma}`. The centre cancels in every logit, so it changes the scaled vectors but
-never the attention scores, as long as queries and keys share it. rotary-embedding-torch
-(``use_xpos=True``) uses positions :math:`0, \dots, T-1` with :math:`c_0 = \lfloor T/2 \rfloor`;
-torchscale's ``XPOS`` uses :math:`c_0 = \lceil T/2 \rceil` (the two differ by one for odd :math:`T`). Even
-centred, the float32 scale overflows once
-:math:`|n - c_0| > 512 \ln(3.4 \cdot 10^{38}) / \ln(1.4/0.4) \approx 36\,000`.
+Centring. :math:`\zeta^{m/\gamma}` alone under- or overflows for large :math:`m`, so implementations
+measure the scale's exponent from a centre :math:`p_0` (a position): queries get
+:math:`\zeta^{(m - p_0)/\gamma}`, keys :math:`\zeta^{-(n - p_0)/\gamma}`. The centre cancels in every logit,
+so it changes the scaled vectors but never the attention scores, as long as queries and keys share it.
+rotary-embedding-torch (``use_xpos=True``) uses positions :math:`0, \dots, T-1` with
+:math:`p_0 = \lfloor T/2 \rfloor`; torchscale's ``XPOS`` uses :math:`p_0 = \lceil T/2 \rceil` (the two
+differ by one for odd :math:`T`). Even centred, the float32 scale overflows once
+:math:`|p - p_0| > 512 \ln(3.4 \cdot 10^{38}) / \ln(1.4/0.4) \approx 36\,000`.
 """
 
 from __future__ import annotations
@@ -40,13 +43,13 @@ from posenc_lib.rope import apply_rope
 
 
 def xpos_zeta(dim: int) -> torch.Tensor:
-    r"""The per-pair decay rates :math:`\zeta_c = (2c + 0.4\,d)/(1.4\,d)`, :math:`c = 0, \dots, d/2 - 1`.
+    r"""The per-pair decay rates :math:`\zeta_c = (2c + 0.4\,d_h)/(1.4\,d_h)` for pairs :math:`c < d_h/2`.
 
     Sun et al. 2022, "A Length-Extrapolatable Transformer", §3.2; the same numbers as the ``scale`` buffer of
     rotary-embedding-torch's ``RotaryEmbedding(dim, use_xpos=True)`` and of torchscale's ``XPOS``.
 
     Args:
-        dim: Head dimension :math:`d`, even.
+        dim: Head width :math:`d_h`, even.
 
     Returns:
         float64 tensor of shape ``[dim // 2]``, increasing from :math:`0.4/1.4` towards 1.
@@ -66,7 +69,7 @@ def xpos_scale(dim: int, positions: torch.Tensor, *, scale_base: float = 512.0) 
     Positions are used as given: pass them already centred (:func:`apply_xpos` does), and negated for keys.
 
     Args:
-        dim: Head dimension :math:`d`, even.
+        dim: Head width :math:`d_h`, even.
         positions: 1-D integer tensor of (signed) positions :math:`p`.
         scale_base: :math:`\gamma` (512 in the paper).
 
@@ -95,12 +98,12 @@ def apply_xpos(
     scale_base: float = 512.0,
     centre: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Apply xPos to queries and keys: interleaved RoPE, then :math:`\zeta^{\pm(p - c_0)/\gamma}` per pair.
+    r"""Apply xPos to queries and keys: interleaved RoPE, then :math:`\zeta^{\pm(p - p_0)/\gamma}` per pair.
 
-    Sun et al. 2022, "A Length-Extrapolatable Transformer": query :math:`n` becomes
-    :math:`\zeta^{(n - c_0)/\gamma} \odot R_n q` and key :math:`m` becomes
-    :math:`\zeta^{-(m - c_0)/\gamma} \odot R_m k`, so the logit of pair :math:`c` is
-    :math:`\zeta_c^{(n-m)/\gamma}` times the RoPE logit and depends only on :math:`n - m`; :math:`c_0`
+    Sun et al. 2022, "A Length-Extrapolatable Transformer": the query at position :math:`m` becomes
+    :math:`\zeta^{(m - p_0)/\gamma} \odot R_m q` and the key at position :math:`n` becomes
+    :math:`\zeta^{-(n - p_0)/\gamma} \odot R_n k`, so the logit of pair :math:`c` is
+    :math:`\zeta_c^{(m-n)/\gamma}` times the RoPE logit and depends only on :math:`n - m`; :math:`p_0`
     cancels (see the module docstring). Because the scale is the same for both members of a pair, it
     commutes with the pair's rotation; this function scales first and then calls
     :func:`posenc_lib.rope.apply_rope` with ``layout="interleaved"``. Matches rotary-embedding-torch 0.9.1
@@ -111,13 +114,13 @@ def apply_xpos(
     the dtypes of ``q`` and ``k``.
 
     Args:
-        q: Queries ``[..., T_q, d]``, floating.
-        k: Keys ``[..., T_k, d]``, floating.
+        q: Queries ``[..., T_q, d_h]``, floating.
+        k: Keys ``[..., T_k, d_h]``, floating.
         q_positions: 1-D integer tensor of length ``T_q``.
         k_positions: 1-D integer tensor of length ``T_k``.
         base: RoPE frequency base.
         scale_base: :math:`\gamma` (512 in the paper).
-        centre: :math:`c_0`. Default: :math:`\lfloor (\max p + 1)/2 \rfloor` over all query and key
+        centre: :math:`p_0`. Default: :math:`\lfloor (\max p + 1)/2 \rfloor` over all query and key
             positions, which is :math:`\lfloor T/2 \rfloor` for positions ``0 .. T-1``, as in
             rotary-embedding-torch. Fix it when keys are scaled once and cached while the sequence grows.
 
@@ -126,7 +129,7 @@ def apply_xpos(
 
     Raises:
         TypeError: If a tensor has the wrong dtype or ``centre`` is not an integer.
-        ValueError: If the shapes do not fit (``d`` odd or different for ``q`` and ``k``, positions of the
+        ValueError: If the shapes do not fit (``d_h`` odd or different for ``q`` and ``k``, positions of the
             wrong length) or ``base`` or ``scale_base`` is not positive.
     """
     check_floating_tensor("q", q)
@@ -180,10 +183,10 @@ class XPos(PositionalEncoding):
     attention mask, not to this module.
 
     Args:
-        head_dim: Head dimension :math:`d`, even.
+        head_dim: Head width :math:`d_h`, even.
         base: RoPE frequency base.
         scale_base: :math:`\gamma` (512 in the paper).
-        centre: Fixed :math:`c_0`, or ``None`` for the default of :func:`apply_xpos`.
+        centre: Fixed :math:`p_0`, or ``None`` for the default of :func:`apply_xpos`.
     """
 
     def __init__(

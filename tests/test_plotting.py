@@ -15,10 +15,13 @@ import torch
 from matplotlib.figure import Figure
 
 from posenc_lib.plotting import (
+    SliderAnimation,
+    interactive_figure,
     plot_bias_heads,
     plot_encoding_heatmap,
     plot_similarity_matrix,
     plot_wavelengths,
+    slider_animation,
 )
 
 
@@ -140,3 +143,101 @@ def test_similarity_matrix() -> None:
         plot_encoding_heatmap(torch.zeros(3))
     with pytest.raises(TypeError, match="encoding"):
         plot_encoding_heatmap([[0.0, 1.0]])  # type: ignore[arg-type]
+
+
+def _sine_figure(period: int, width: float = 4.0) -> Figure:
+    fig, ax = plt.subplots(figsize=(width, 2.0))
+    ax.plot(np.sin(2 * np.pi * np.arange(32) / period))
+    ax.set_title(f"period {period}")
+    return fig
+
+
+def test_slider_animation_has_one_frame_per_value_and_a_working_player() -> None:
+    player = slider_animation(_sine_figure, "period", [4, 8, 16], dpi=40)
+    assert isinstance(player, SliderAnimation)
+    assert repr(player) == "<slider over period = 4, 8, 16 (3 frames)>"
+    html = player._repr_html_()
+    # matplotlib's to_jshtml player: the frames as PNG data, an <img>, and a range input over the frames
+    assert html.count("data:image/png;base64,") == 3
+    assert 'type="range" class="anim-slider"' in html
+    assert "<img" in html
+    assert plt.get_fignums() == []  # every frame's figure is closed
+
+
+def test_slider_animation_frames_differ_with_the_parameter() -> None:
+    html = slider_animation(_sine_figure, "period", [4, 4, 9], dpi=40).html
+    frames = [chunk.split('"')[0] for chunk in html.split("data:image/png;base64,")[1:]]
+    assert frames[0] == frames[1] != frames[2]
+
+
+def test_slider_animation_passes_fixed_parameters() -> None:
+    seen = []
+
+    def draw(period: int, width: float) -> Figure:
+        seen.append((period, width))
+        return _sine_figure(period, width)
+
+    slider_animation(draw, "period", [3, 5], dpi=30, width=3.0)
+    assert seen == [(3, 3.0), (5, 3.0)]
+
+
+@pytest.mark.parametrize(
+    ("draw", "parameter", "values", "kwargs", "error", "match"),
+    [
+        (_sine_figure, "period", [], {}, ValueError, "values"),
+        ("not callable", "period", [4], {}, TypeError, "draw"),
+        (_sine_figure, "", [4], {}, TypeError, "parameter"),
+        (_sine_figure, "period", [4], {"dpi": 0}, ValueError, "dpi"),
+        (_sine_figure, "period", [4], {"interval_ms": 0}, ValueError, "interval_ms"),
+        (lambda period: period, "period", [4], {}, TypeError, "Figure"),
+        (lambda period: _sine_figure(4, width=period), "period", [2.0, 3.0], {}, ValueError, "one size"),
+    ],
+)
+def test_slider_animation_rejects_bad_input(draw, parameter, values, kwargs, error, match) -> None:
+    with pytest.raises(error, match=match):
+        slider_animation(draw, parameter, values, **kwargs)
+
+
+def test_interactive_figure_redraws_on_every_change() -> None:
+    widgets = pytest.importorskip("ipywidgets")
+    calls = []
+
+    def draw(period: int, width: float, labelled: bool) -> Figure:
+        calls.append((period, width, labelled))
+        return _sine_figure(period, width)
+
+    box = interactive_figure(
+        draw, period=range(2, 10, 2), width=[("small", 3.0), ("large", 4.0)], labelled=True
+    )
+    period, width, labelled, view = box.children
+    assert isinstance(period, widgets.IntSlider) and (period.min, period.max, period.step) == (2, 8, 2)
+    assert isinstance(width, widgets.Dropdown) and width.value == 3.0
+    assert isinstance(labelled, widgets.Checkbox) and labelled.value is True
+    assert isinstance(view, widgets.Output) and len(view.outputs) == 1
+    period.value = 6
+    width.value = 4.0
+    assert calls == [(2, 3.0, True), (6, 3.0, True), (6, 4.0, True)]
+    assert len(view.outputs) == 1  # the old figure is replaced, not appended to
+    assert plt.get_fignums() == []
+
+
+def test_interactive_figure_keeps_given_widgets() -> None:
+    widgets = pytest.importorskip("ipywidgets")
+    slider = widgets.FloatSlider(value=0.5, min=0.0, max=1.0)
+    box = interactive_figure(lambda amplitude: _sine_figure(4), amplitude=slider)
+    assert box.children[0] is slider and slider.description == "amplitude"
+
+
+@pytest.mark.parametrize(
+    ("controls", "error", "match"),
+    [
+        ({}, ValueError, "at least one control"),
+        ({"period": range(0)}, ValueError, "empty range"),
+        ({"period": []}, ValueError, "no options"),
+        ({"period": 3.5}, TypeError, "'period'"),
+    ],
+)
+def test_interactive_figure_rejects_bad_controls(controls, error, match) -> None:
+    pytest.importorskip("ipywidgets")
+    with pytest.raises(error, match=match):
+        interactive_figure(lambda **setting: _sine_figure(4), **controls)

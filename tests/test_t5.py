@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import T5Config
+from transformers import T5Config, T5EncoderModel
 from transformers.models.t5.modeling_t5 import T5Attention
 
 from posenc_lib.t5 import T5RelativeBias, t5_bucket
@@ -89,7 +89,7 @@ def test_buckets_are_monotone_in_distance(
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_bias_matches_loop(bidirectional: bool) -> None:
     torch.manual_seed(0)
-    module = T5RelativeBias(3, bidirectional=bidirectional, num_buckets=16, max_distance=40)
+    module = T5RelativeBias(3, model_dim=12, bidirectional=bidirectional, num_buckets=16, max_distance=40)
     q_positions = torch.tensor([0, 7, 50, 3])
     k_positions = torch.tensor([-100, 0, 1, 7, 30, 60, 200])
     bias = module.bias(q_positions, k_positions)
@@ -115,7 +115,7 @@ def test_bias_equals_hugging_face_compute_bias(is_decoder: bool, past: int) -> N
     )
     torch.manual_seed(1)
     reference = T5Attention(config, has_relative_attention_bias=True, layer_idx=0)
-    module = T5RelativeBias(4, bidirectional=not is_decoder, num_buckets=32, max_distance=128)
+    module = T5RelativeBias(4, model_dim=16, bidirectional=not is_decoder, num_buckets=32, max_distance=128)
     module.load_state_dict({"relative_attention_bias.weight": reference.relative_attention_bias.weight})
     q_len, k_len = 6, 200 + past
     expected = reference.compute_bias(q_len, k_len, past_seen_tokens=past)
@@ -125,7 +125,7 @@ def test_bias_equals_hugging_face_compute_bias(is_decoder: bool, past: int) -> N
 
 def test_logit_bias_is_bias_in_query_dtype() -> None:
     torch.manual_seed(2)
-    module = T5RelativeBias(2)
+    module = T5RelativeBias(2, model_dim=16)
     q = torch.randn(3, 2, 5, 8).to(torch.bfloat16)
     k = torch.randn(3, 2, 9, 8).to(torch.bfloat16)
     q_positions, k_positions = torch.arange(4, 9), torch.arange(9)
@@ -162,11 +162,14 @@ def test_t5_bucket_rejects_bad_input(
 @pytest.mark.parametrize(
     ("args", "kwargs", "error", "name"),
     [
-        ((0,), {}, ValueError, "num_heads"),
-        ((2.0,), {}, TypeError, "num_heads"),
-        ((2,), {"num_buckets": 7}, ValueError, "num_buckets"),
-        ((2,), {"max_distance": 4}, ValueError, "max_distance"),
-        ((2,), {"bidirectional": "yes"}, TypeError, "bidirectional"),
+        ((0,), {"model_dim": 8}, ValueError, "num_heads"),
+        ((2.0,), {"model_dim": 8}, TypeError, "num_heads"),
+        ((2,), {"model_dim": 0}, ValueError, "model_dim"),
+        ((2,), {"model_dim": 8.0}, TypeError, "model_dim"),
+        ((2,), {"model_dim": 8, "initializer_factor": 0.0}, ValueError, "initializer_factor"),
+        ((2,), {"model_dim": 8, "num_buckets": 7}, ValueError, "num_buckets"),
+        ((2,), {"model_dim": 8, "max_distance": 4}, ValueError, "max_distance"),
+        ((2,), {"model_dim": 8, "bidirectional": "yes"}, TypeError, "bidirectional"),
     ],
 )
 def test_module_rejects_bad_settings(args: tuple, kwargs: dict, error: type[Exception], name: str) -> None:
@@ -187,4 +190,27 @@ def test_module_logit_bias_rejects_bad_inputs(
     q: object, q_positions: object, error: type[Exception], name: str
 ) -> None:
     with pytest.raises(error, match=name):
-        T5RelativeBias(2).logit_bias(q, torch.randn(1, 2, 4, 8), q_positions, torch.arange(4))
+        T5RelativeBias(2, model_dim=16).logit_bias(q, torch.randn(1, 2, 4, 8), q_positions, torch.arange(4))
+
+
+@pytest.mark.parametrize(("d_model", "factor"), [(64, 1.0), (512, 1.0), (256, 0.5)])
+def test_table_is_initialised_as_transformers_initialises_t5(d_model: int, factor: float) -> None:
+    """The table's entries have transformers' spread, factor / sqrt(d_model), not nn.Embedding's 1."""
+    heads = 64  # 32 x 64 = 2048 entries: the sample std is within about 3 % of the true one
+    config = T5Config(
+        d_model=d_model,
+        d_kv=8,
+        d_ff=16,
+        num_heads=heads,
+        num_layers=1,
+        vocab_size=8,
+        initializer_factor=factor,
+    )
+    torch.manual_seed(3)
+    reference = T5EncoderModel(config).encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
+    ours = T5RelativeBias(heads, model_dim=d_model, initializer_factor=factor).relative_attention_bias.weight
+    expected = factor / d_model**0.5
+    for table in (reference, ours):
+        assert table.shape == (32, heads)
+        assert abs(table.detach().std().item() / expected - 1) < 0.1
+        assert abs(table.detach().mean().item()) < 0.1 * expected

@@ -13,6 +13,7 @@ from posenc_lib.transformer import (
     TinyDecoder,
     TransformerBlock,
     build_positional_encoding,
+    count_positional_parameters,
 )
 
 DIM, HEADS = 32, 4
@@ -156,3 +157,33 @@ def test_encoder_models_get_the_bidirectional_forms_of_t5_and_alibi() -> None:
     encoder = TinyDecoder(5, DIM, HEADS, 1, encoding="alibi", causal=False)
     assert not encoder.blocks[0].attention.positional.causal
     assert TinyDecoder(5, DIM, HEADS, 1, encoding="alibi").blocks[0].attention.positional.causal
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("nope", 0),
+        ("sinusoidal", 0),
+        ("alibi", 0),
+        ("rope", 0),
+        ("xpos", 0),
+        ("learned", 20 * DIM),  # one vector per position, once
+        ("t5", 32 * HEADS),  # one table shared by all layers
+        ("shaw", 3 * 2 * (2 * 16 + 1) * (DIM // HEADS)),  # per layer: key and value tables
+        ("transformer_xl", 3 * (2 * DIM + DIM * DIM)),  # per layer: u, v and W_R
+    ],
+)
+def test_count_positional_parameters(name: str, expected: int) -> None:
+    model = TinyDecoder(5, DIM, HEADS, 3, encoding=name, max_positions=20)
+    assert count_positional_parameters(model) == expected
+    named = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if n.startswith("input_encoding.") or ".positional." in n
+    )
+    assert named == expected  # named_parameters lists a shared parameter once, too
+
+
+def test_count_positional_parameters_rejects_non_modules() -> None:
+    with pytest.raises(TypeError, match="model"):
+        count_positional_parameters([torch.zeros(3)])
