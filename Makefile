@@ -105,7 +105,8 @@ execute: $(STAMP)
 	@for nb in $(NOTEBOOKS); do \
 	  echo "executing $$nb"; \
 	  env -u MPLBACKEND $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=900 --ExecutePreprocessor.kernel_name=python3 "$$nb"; \
+	    --ExecutePreprocessor.timeout=900 --ExecutePreprocessor.kernel_name=python3 \
+	    --ExecutePreprocessor.store_widget_state=False "$$nb"; \
 	done
 
 # Smoke-run each benchmark script that has a --quick mode.

@@ -41,19 +41,24 @@ def test_first_cell_installs_posenc_lib_in_colab_from_the_configured_repository(
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
-def test_kernel_and_saved_widget_state(path: Path) -> None:
+def test_kernel_and_widgets_only_for_notebook_readers(path: Path) -> None:
+    """ipywidgets need a live kernel: they are for readers who run the notebook, never in the web book.
+
+    A cell that shows a widget is tagged ``remove-cell`` (the web book shows a kernel-free to_jshtml player
+    instead, see posenc_lib.plotting.slider_animation), and no widget state is saved, so that no page of the
+    book shows a control that cannot respond.
+    """
     notebook = json.loads(path.read_text(encoding="utf-8"))
     assert notebook["metadata"]["kernelspec"]["name"] == "python3"
-    shows_widgets = any(
-        WIDGET_VIEW in output.get("data", {})
-        for cell in _code_cells(notebook)
-        for output in cell.get("outputs", [])
-    )
-    if shows_widgets:
-        state = notebook["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
-        assert state.get("state"), (
-            "widgets are shown, but their state is not saved: the HTML book would be empty"
-        )
+    assert "widgets" not in notebook["metadata"], "saved widget state (make execute does not store it)"
+    assert "jupytext" not in notebook["metadata"], "a jupytext header was left in the notebook's metadata"
+    for index, cell in enumerate(_code_cells(notebook)):
+        shows_widget = any(WIDGET_VIEW in output.get("data", {}) for output in cell.get("outputs", []))
+        if shows_widget:
+            tags = cell.get("metadata", {}).get("tags", [])
+            assert "remove-cell" in tags, (
+                f"{path.name}, code cell {index} shows a widget but is not remove-cell"
+            )
 
 
 # Outputs stay as small as they need to be (the repository carries every stored figure). Limits in bytes of

@@ -1,7 +1,7 @@
 """The scripts and fonts the HTML book loads from CDNs, fetched from the npm registry and served locally.
 
-The published book loads require.js, MathJax 3, the Jupyter widget manager and (through matplotlib's
-``to_jshtml()`` animations) Font Awesome from public CDNs. The browser tests run without internet, so
+The published book loads MathJax 3 and (through the players of matplotlib's ``to_jshtml()`` animations) Font
+Awesome from public CDNs. The browser tests run without internet, so
 ``make browser-assets`` runs this file as a script: it fetches the same package versions with ``npm pack``
 (tarballs only, no dependencies, no install scripts), checks each tarball against the integrity hash
 recorded here, and unpacks it under ``.venv/browser-assets/``. During a test the browser's requests to a CDN
@@ -42,19 +42,9 @@ class CdnPackage:
 
 PACKAGES = (
     CdnPackage(
-        "https://cdn.jsdelivr.net/npm/requirejs@2.3.4/",
-        "requirejs@2.3.4",
-        "sha512-qPD5gRrj6kGQ0ZySAJgqbArkaDqPMbQIT0zSZDkIv1mfA17w/tR2Faq5l2qqRf2CdQx6FWln9nUrgd2UDzb19A==",
-    ),
-    CdnPackage(
         "https://cdn.jsdelivr.net/npm/mathjax@3.2.2/",
         "mathjax@3.2.2",
         "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==",
-    ),
-    CdnPackage(
-        "https://cdn.jsdelivr.net/npm/@jupyter-widgets/html-manager@1.0.6/",
-        "@jupyter-widgets/html-manager@1.0.6",
-        "sha512-+Mn+Ra8wyIHrYaUpfmf9A3dsLkt/NuwzPQN8sthdxBD35VV5cOJbpmgMhNR27n/rmP3mKyEe0PWCJrtZrXTXDQ==",
     ),
     CdnPackage(
         "https://maxcdn.bootstrapcdn.com/font-awesome/4.4.0/",
