@@ -8,9 +8,9 @@ memory-bound limit on the machine at hand. This script times, on the CPU and in 
   cos/sin computed beforehand (outside the timed region, which favours it);
 * ``half`` and ``interleaved``: ``apply_rope(q); apply_rope(k)`` in each layout, angles included.
 
-The methods take turns, one call each per round, over many rounds, and each is summarised by its median,
-so that load from other processes on a shared machine affects them alike; only ratios measured in the same
-run are reported.
+The methods take turns, one call each per round, over many rounds, and each is summarised by its median
+(``posenc_lib.timing.time_calls``), so that load from other processes on a shared machine affects them
+alike; only ratios measured in the same run are reported.
 Targets (issue 2): at most 0.4x Hugging Face's time in both layouts; at most 1.6x ``clone()`` for the half
 layout and 1.2x for the interleaved one. ``--check`` makes the exit status non-zero when a target is missed;
 ``--quick`` runs tiny shapes only to check that the script works.
@@ -19,9 +19,7 @@ layout and 1.2x for the interleaved one. ``--check`` makes the exit status non-z
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import torch
@@ -30,6 +28,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb as hf_apply_rotary_pos_emb
 
 from posenc_lib.rope import apply_rope
+from posenc_lib.timing import time_calls
 
 TARGETS = {  # (method, baseline): largest acceptable time ratio
     ("half", "hf_eager"): 0.4,
@@ -55,23 +54,6 @@ def make_methods(shape: tuple[int, int, int, int]) -> dict[str, Callable[[], obj
     }
 
 
-def median_times(methods: dict[str, Callable[[], object]], rounds: int, warmup: int) -> dict[str, float]:
-    """Time each method once per round, the methods taking turns; return each method's median in seconds.
-
-    Taking turns spreads slow periods of a shared machine over all methods alike.
-    """
-    for _ in range(warmup):
-        for run in methods.values():
-            run()
-    samples: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(rounds):
-        for name, run in methods.items():
-            start = time.perf_counter()
-            run()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes and few rounds: a smoke test")
@@ -81,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     shape = (1, 2, 64, 32) if args.quick else (4, 16, 1024, 128)
     rounds, warmup = (2, 1) if args.quick else (args.rounds, 3)
 
-    times = median_times(make_methods(shape), rounds, warmup)
+    # the methods take turns, one call each per round; each is summarised by its median
+    times = time_calls(make_methods(shape), rounds=rounds, warmup=warmup, statistic="median")
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, q and k of shape {list(shape)} float32")
     for name, seconds in times.items():

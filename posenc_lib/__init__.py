@@ -13,7 +13,9 @@ Each module holds one family of encodings, with its formula and paper in the doc
 * :mod:`posenc_lib.xpos`: xPos (Sun et al. 2022); :mod:`posenc_lib.nope`: no positional encoding;
 * :mod:`posenc_lib.transformer`: attention, a Transformer block and a tiny decoder that take any of them;
 * :mod:`posenc_lib.lab`: synthetic tasks, training and evaluation for the length-extrapolation experiments;
-* :mod:`posenc_lib.plotting` and :mod:`posenc_lib.device`: figures and device choice for the chapters.
+* :mod:`posenc_lib.plotting` and :mod:`posenc_lib.device`: figures and device choice for the chapters;
+* :mod:`posenc_lib.timing`: ``synchronize`` and ``time_calls`` for the speed measurements (import them from
+  the module; they are not exported here).
 
 Every public function and class is also importable from the package itself, for example
 ``from posenc_lib import apply_rope, alibi_slopes``.
