@@ -5,13 +5,14 @@ Fixed-Length Context". The logit between query :math:`i` and key :math:`j` is sp
 
 .. math::
 
-    A_{ij} = \underbrace{q_i \cdot k_j}_{(a)} + \underbrace{q_i \cdot W_R R_{i-j}}_{(b)}
-    + \underbrace{u \cdot k_j}_{(c)} + \underbrace{v \cdot W_R R_{i-j}}_{(d)},
+    a_{ij} + \beta_{ij} = \frac{1}{\sqrt{d_h}} \Big( \underbrace{q_i \cdot k_j}_{(a)}
+    + \underbrace{q_i \cdot \mathrm{PE}(i-j)\,W_R}_{(b)}
+    + \underbrace{u \cdot k_j}_{(c)} + \underbrace{v \cdot \mathrm{PE}(i-j)\,W_R}_{(d)} \Big),
 
-scaled by :math:`1/\sqrt{d_{head}}`, where :math:`R_{i-j}` is a fixed sinusoid of the distance
-:math:`i - j` (query minus key: the opposite sign to :func:`posenc_lib.relative.relative_positions`),
-:math:`W_R` a learned projection, and :math:`u, v` learned vectors per head that replace the query in the
-position-free terms.
+in the book's notation, where :math:`\mathrm{PE}(i-j)` is the fixed sinusoid of the distance :math:`i - j`
+(query minus key: the opposite sign to :func:`posenc_lib.relative.relative_positions`; the paper writes
+:math:`R_{i-j}`), :math:`W_R` a learned projection, and :math:`u, v` learned vectors per head that replace
+the query in the position-free terms.
 """
 
 from __future__ import annotations
@@ -35,22 +36,24 @@ from posenc_lib.base import PositionalEncoding
 def rel_shift(scores: torch.Tensor) -> torch.Tensor:
     r"""Re-index a table of query-by-distance scores into a query-by-key table (Dai et al. 2019, appendix B).
 
-    Transformer-XL computes :math:`(q_i + v) \cdot W_R R_r` for every query :math:`i` and every distance in
-    descending order, column :math:`c` holding distance :math:`k_{len} - 1 - c`. Row :math:`i` needs the
+    Transformer-XL computes :math:`(q_i + v) \cdot \mathrm{PE}(\Delta)\,W_R` for every query :math:`i` and
+    every distance :math:`\Delta` in descending order, column :math:`\ell` holding distance
+    :math:`T_k - 1 - \ell`. Row :math:`i` needs the
     same numbers shifted by one column per row, which this function does without any gather:
 
     1. pad one column of zeros on the left: ``[..., q_len, k_len + 1]``;
     2. view the same memory as ``[..., k_len + 1, q_len]`` and drop its first row, which drops the first
        ``q_len`` entries of the padded table in row-major order;
     3. view the remaining ``q_len * k_len`` entries as ``[..., q_len, k_len]``. Row :math:`i` now starts
-       :math:`q_{len} - i` entries into padded row :math:`i`, that is at column :math:`q_{len} - 1 - i` of
-       the original row: each row is shifted left by one column more than the row below it.
+       :math:`T_q - i` entries into padded row :math:`i`, that is at column :math:`T_q - 1 - i` of the
+       original row: each row is shifted left by one column more than the row below it.
 
     The result is ``out[..., i, j] = scores[..., i, j + q_len - 1 - i]`` wherever
-    :math:`j \le i + m_{len}`, with :math:`m_{len} = k_{len} - q_{len}` the memory length; with the column
-    convention above that is the score for distance :math:`(i + m_{len}) - j`. The entries with
-    :math:`j > i + m_{len}` (future keys) hold zeros and values from the next row: Transformer-XL masks
-    them. This matches ``_rel_shift`` in the authors' ``mem_transformer.py``.
+    :math:`j \le i + m_{\text{len}}`, with :math:`m_{\text{len}} = T_k - T_q` the memory length
+    (:math:`T_q` = ``q_len``, :math:`T_k` = ``k_len``); with the column convention above that is the score
+    for distance :math:`(i + m_{\text{len}}) - j`. The entries with :math:`j > i + m_{\text{len}}` (future
+    keys) hold zeros and values from the next row: Transformer-XL masks them. This matches ``_rel_shift`` in
+    the authors' ``mem_transformer.py``.
 
     Args:
         scores: a tensor ``[..., q_len, k_len]`` with ``k_len >= q_len``.
@@ -100,18 +103,21 @@ class TransformerXLRelativeAttention(PositionalEncoding):
 
     .. math::
 
-        \frac{u \cdot k_j + (q_i + v) \cdot W_R R_{p^q_i - p^k_j}}{\sqrt{d_{head}}},
+        \beta_{ij} = \frac{u \cdot k_j + (q_i + v) \cdot \mathrm{PE}(p^q_i - p^k_j)\,W_R}{\sqrt{d_h}},
 
-    the terms (b) + (c) + (d) of the paper's decomposition; the attention layer adds term (a),
-    :math:`q_i \cdot k_j / \sqrt{d_{head}}`. Here :math:`u, v \in \mathbb{R}^{H \times d_{head}}` are learned
-    (``u`` and ``v``; ``r_w_bias`` and ``r_r_bias`` in the authors' code), :math:`W_R` is the learned
-    bias-free projection ``relative_projection`` from ``encoding_dim`` to :math:`H \cdot d_{head}`
-    (``r_net``), and :math:`R_r` is the concat-layout sinusoid
-    :math:`[\sin(r \omega_0), …, \sin(r \omega_{D/2-1}), \cos(r \omega_0), …]` with
-    :math:`\omega_c = \mathrm{base}^{-2c/D}` (the frequencies of Vaswani et al. 2017), computed in float64.
+    the terms (b) + (c) + (d) of the paper's decomposition, for query and key positions :math:`p^q_i` and
+    :math:`p^k_j`; the attention layer adds term (a), :math:`q_i \cdot k_j / \sqrt{d_h}`. Here
+    :math:`u, v \in \mathbb{R}^{H \times d_h}` are learned (``u`` and ``v``; ``r_w_bias`` and ``r_r_bias`` in
+    the authors' code), :math:`W_R` is the learned bias-free projection ``relative_projection`` from
+    ``encoding_dim`` to :math:`H \cdot d_h` (``r_net``), and :math:`\mathrm{PE}(\Delta)` is the
+    concat-layout sinusoid
+    :math:`[\sin(\Delta \theta_0), …, \sin(\Delta \theta_{d/2-1}), \cos(\Delta \theta_0), …]` with
+    :math:`\theta_c = b^{-2c/d}` over its width :math:`d` (``encoding_dim``; the frequencies of Vaswani et
+    al. 2017), computed in float64 (the paper writes :math:`R_{i-j}` for it).
 
-    Consecutive query and key positions (the usual case, with or without a memory) take the paper's fast path:
-    one product of the queries with :math:`W_R R` for every distance, re-indexed by :func:`rel_shift`.
+    Consecutive query and key positions (the usual case, with or without a memory) take the paper's fast
+    path: one product of the queries with :math:`\mathrm{PE}\,W_R` for every distance, re-indexed by
+    :func:`rel_shift`.
     Transformer-XL only needs distances :math:`\ge 0` (it masks future keys); this module also computes the
     negative distances, down to :math:`-(T_k - 1)` past the queries' offset, so the bias is right for every
     pair and the module also serves bidirectional attention (XLNet does the same). Other positions fall back
@@ -122,10 +128,10 @@ class TransformerXLRelativeAttention(PositionalEncoding):
 
     Args:
         num_heads: number of heads :math:`H`, ``>= 1``.
-        head_dim: size :math:`d_{head}` of each head's queries and keys, ``>= 1``.
-        encoding_dim: size :math:`D` of :math:`R`, even; defaults to ``num_heads * head_dim`` (the model
-            width, as in the paper).
-        base: base of the sinusoid's frequencies, ``> 0``.
+        head_dim: size :math:`d_h` of each head's queries and keys, ``>= 1``.
+        encoding_dim: width of the sinusoid :math:`\mathrm{PE}`, even; defaults to ``num_heads * head_dim``
+            (the model width :math:`d`, as in the paper).
+        base: base :math:`b` of the sinusoid's frequencies, ``> 0``.
 
     Raises:
         TypeError: if an argument has the wrong type.
@@ -161,10 +167,10 @@ class TransformerXLRelativeAttention(PositionalEncoding):
         )
 
     def relative_encodings(self, distances: torch.Tensor) -> torch.Tensor:
-        r"""Return the sinusoids :math:`R_r` of the given distances :math:`r = p^q - p^k`.
+        r"""Return the sinusoids :math:`\mathrm{PE}(\Delta)` of the distances :math:`\Delta = p^q - p^k`.
 
         Computed in float64 and returned in the dtype of the projection's weight (float32 unless the module
-        was cast). For :math:`r \ge 0` this equals the concat-layout table of Hugging Face's
+        was cast). For :math:`\Delta \ge 0` this equals the concat-layout table of Hugging Face's
         ``MarianSinusoidalPositionalEmbedding`` and Transformer-XL's ``PositionalEmbedding``.
 
         Args:
@@ -182,7 +188,7 @@ class TransformerXLRelativeAttention(PositionalEncoding):
         return encodings.to(self.relative_projection.weight.dtype)
 
     def _projected_encodings(self, distances: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Return :math:`W_R R_r` per head, ``[len(distances), H, head_dim]``, in ``dtype``."""
+        r"""Return :math:`\mathrm{PE}(\Delta)\,W_R` per head, ``[len(distances), H, head_dim]``."""
         encodings = _relative_sinusoid(distances, self.encoding_dim, self.base).to(dtype)
         projected = encodings @ self.relative_projection.weight.to(dtype).T
         return projected.view(-1, self.num_heads, self.head_dim)
@@ -194,7 +200,7 @@ class TransformerXLRelativeAttention(PositionalEncoding):
         q_positions: torch.Tensor,
         k_positions: torch.Tensor,
     ) -> torch.Tensor:
-        r"""Return terms (b) + (c) + (d) over :math:`\sqrt{d_{head}}`, ``[B, H, T_q, T_k]``, in ``q``'s dtype.
+        r"""Return terms (b) + (c) + (d) over :math:`\sqrt{d_h}`, ``[B, H, T_q, T_k]``, in ``q``'s dtype.
 
         Args:
             q: queries ``[B, H, T_q, head_dim]``.
