@@ -188,11 +188,11 @@ def plot_similarity_matrix(
     *,
     title: str = "Cosine similarity between positions",
 ) -> Figure:
-    r"""Draw :math:`\cos\angle(PE_p, PE_q)` for all pairs of positions of a table ``[positions, dim]``.
+    r"""Draw :math:`\cos\angle(\mathrm{PE}(p), \mathrm{PE}(p'))` for all pairs of positions of a table.
 
-    For the sinusoid, :math:`PE_p \cdot PE_q = \sum_i \cos((p - q)\,\omega_i)` depends only on :math:`p - q`
-    (Vaswani et al. 2017), and every vector has norm :math:`\sqrt{d/2}`, so the matrix is constant along its
-    diagonals; a learned table shows whatever training put there.
+    For the sinusoid, :math:`\mathrm{PE}(p) \cdot \mathrm{PE}(p') = \sum_c \cos((p - p')\,\theta_c)` depends
+    only on :math:`p - p'` (Vaswani et al. 2017), and every vector has norm :math:`\sqrt{d/2}`, so the matrix
+    is constant along its diagonals; a learned table shows whatever training put there.
 
     Args:
         encoding: 2-D tensor or array, row ``p`` the vector of position ``p``.
@@ -213,7 +213,7 @@ def plot_similarity_matrix(
     fig, ax = plt.subplots(figsize=(5, 4.2), layout="constrained")
     image = ax.imshow(unit @ unit.T, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
     ax.set_title(title)
-    ax.set_xlabel("position q (tokens)")
+    ax.set_xlabel("position p' (tokens)")
     ax.set_ylabel("position p (tokens)")
     fig.colorbar(image, ax=ax, label="cosine similarity")
     return fig

@@ -129,8 +129,8 @@ class T5RelativeBias(PositionalEncoding):
     It matches ``T5Attention.compute_bias`` of Hugging Face transformers: the table
     ``relative_attention_bias`` is an ``nn.Embedding(num_buckets, num_heads)`` with the same name and layout,
     so a T5 checkpoint's weight loads into it directly. It is initialised as transformers'
-    ``T5PreTrainedModel`` initialises it: every entry drawn from :math:`\mathcal{N}(0, \sigma^2)` with
-    :math:`\sigma = f / \sqrt{d}` for the model width :math:`d` (``d_model``) and ``initializer_factor``
+    ``T5PreTrainedModel`` initialises it: every entry drawn from :math:`\mathcal{N}(0, f^2/d)`, a standard
+    deviation of :math:`f / \sqrt{d}` for the model width :math:`d` (``d_model``) and ``initializer_factor``
     :math:`f = 1` (PyTorch's default for an ``nn.Embedding``, :math:`\mathcal{N}(0, 1)`, is :math:`\sqrt{d}`
     times larger).
 

@@ -129,7 +129,7 @@ def test_similarity_matrix() -> None:
     fig = plot_similarity_matrix(table.float(), title="Sinusoid similarity")
     main = fig.axes[0]
     assert main.get_title() == "Sinusoid similarity"
-    assert main.get_xlabel() == "position q (tokens)"
+    assert main.get_xlabel() == "position p' (tokens)"
     assert main.get_ylabel() == "position p (tokens)"
     assert _colorbar_labels(fig) == ["cosine similarity"]
     matrix = np.asarray(main.get_images()[0].get_array())
