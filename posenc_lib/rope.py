@@ -3,8 +3,9 @@ r"""Rotary positional encoding (RoPE).
 Su, Lu, Pan, Murtadha, Wen, Liu (2021), *RoFormer: Enhanced Transformer with Rotary Position Embedding*,
 arXiv:2104.09864.
 
-A head vector :math:`x \in \mathbb{R}^D` at position :math:`p` is cut into :math:`D/2` pairs, and pair
-:math:`c` is rotated by the angle :math:`p\,\theta_c` with :math:`\theta_c = \text{base}^{-2c/D}`:
+A head vector :math:`x \in \mathbb{R}^{d_h}` at position :math:`p` is cut into :math:`d_h/2` pairs, and pair
+:math:`c` is rotated by the angle :math:`p\,\theta_c` with :math:`\theta_c = b^{-2c/d_h}` for the base
+:math:`b` (``base``) (the book's notation):
 
 .. math::
 
@@ -17,7 +18,7 @@ positions only through :math:`n - m`. Only queries and keys are rotated, never v
 
 Which two coordinates form pair :math:`c` is a convention, the *layout*:
 
-* ``"half"``: :math:`(x_c, x_{c + D/2})`, as in GPT-NeoX and Hugging Face's Llama (``rotate_half``);
+* ``"half"``: :math:`(x_c, x_{c + d_h/2})`, as in GPT-NeoX and Hugging Face's Llama (``rotate_half``);
 * ``"interleaved"``: :math:`(x_{2c}, x_{2c+1})`, as in the paper, GPT-J, Meta's original LLaMA code and
   rotary-embedding-torch.
 
@@ -63,7 +64,7 @@ def rope_permutation(dim: int, *, rotary_dim: int | None = None) -> torch.Tensor
     transformers' ``convert_llama_weights_to_hf.py`` does the same with a reshape.
 
     Args:
-        dim: head dimension :math:`D`.
+        dim: head width :math:`d_h`.
         rotary_dim: number :math:`r` of leading dimensions that are rotated (default: all of them).
 
     Returns:
@@ -102,7 +103,7 @@ def apply_rope(
     r"""Rotate ``x`` by RoPE and return a new tensor of the same shape and dtype.
 
     Pair :math:`c` of the vector at position :math:`p` is rotated by :math:`p\,\theta_c`, with
-    :math:`\theta_c = \text{base}^{-2c/r}` unless ``inv_freq`` gives the frequencies (for instance a scaled
+    :math:`\theta_c = b^{-2c/r}` unless ``inv_freq`` gives the frequencies (for instance a scaled
     set from :func:`posenc_lib.rope_scaling.rope_frequencies`). Both cosine and sine are multiplied by
     ``attention_factor``, as Hugging Face does for YaRN and LongRoPE, so attention logits scale by its square.
 
@@ -111,13 +112,14 @@ def apply_rope(
     (``layout="interleaved"``), and GPT-NeoX's partial rotary (``rotary_dim``), with angles in float64.
 
     Args:
-        x: queries or keys, ``[..., T, D]``, floating point.
+        x: queries or keys, ``[..., T, d_h]``, floating point.
         positions: 1-D integer tensor of length ``T`` (default ``0 .. T-1``); any integers, including
             negative ones and offsets for KV-cache decoding.
         base: the base of the geometric frequencies (10000 in RoFormer; Llama 3 uses 500000).
         layout: ``"half"`` (GPT-NeoX, Hugging Face Llama) or ``"interleaved"`` (GPT-J, Meta, the paper).
-        rotary_dim: rotate only the first ``r`` dimensions (even, at most ``D``); the frequencies are computed
-            over ``r``, and the remaining ``D - r`` dimensions pass through unchanged. Default ``D``.
+        rotary_dim: rotate only the first :math:`r` dimensions (even, at most :math:`d_h`); the frequencies
+            are computed over :math:`r`, and the remaining :math:`d_h - r` dimensions pass through unchanged.
+            Default :math:`d_h`.
         inv_freq: frequencies :math:`\theta_c`, 1-D of length ``r/2``; overrides ``base``.
         attention_factor: factor applied to cosine and sine (1 for plain RoPE).
 
@@ -244,12 +246,12 @@ class RotaryEmbedding(PositionalEncoding):
     ``inv_freq`` buffer is cast with the weights, transformers #25681), and it moves to the device of the
     input on use.
 
-    ``forward(x, offset)`` rotates ``x`` (``[..., T, D]``) as positions ``offset .. offset+T-1``, which is
+    ``forward(x, offset)`` rotates ``x`` (``[..., T, d_h]``) as positions ``offset .. offset+T-1``, which is
     what a decoder with a KV cache needs when it rotates one new token at position ``offset``. ``rotate`` is
     the hook used by :class:`posenc_lib.transformer.MultiHeadAttention`.
 
     Args:
-        dim: head dimension :math:`D` (even).
+        dim: head width :math:`d_h` (even).
         base: frequency base (10000 in RoFormer).
         layout: ``"half"`` or ``"interleaved"`` (see :func:`apply_rope`).
         rotary_dim: rotate only the first ``r`` dimensions (partial rotary, as GPT-NeoX and Phi).
@@ -343,7 +345,7 @@ class RotaryEmbedding(PositionalEncoding):
         return rotate_with_cos_sin(x, cos.to(x.device), sin.to(x.device), layout=self.layout)
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """Rotate ``x`` (``[..., T, D]``) as positions ``offset .. offset + T - 1``."""
+        """Rotate ``x`` (``[..., T, d_h]``) as positions ``offset .. offset + T - 1``."""
         offset = check_non_negative_int("offset", offset)
         check_tensor("x", x)
         positions = torch.arange(offset, offset + x.shape[-2], device=x.device)

@@ -2,7 +2,9 @@ r"""RoPE frequencies and the context-extension scalings of Hugging Face transfor
 
 Rotary position embedding (Su et al. 2021, "RoFormer: Enhanced Transformer with Rotary Position
 Embedding") rotates pair :math:`c` of a query or key at position :math:`p` by the angle
-:math:`p\,\theta_c`, with :math:`\theta_c = \mathrm{base}^{-2c/d}`, :math:`c = 0, \dots, d/2 - 1`.
+:math:`p\,\theta_c`, with :math:`\theta_c = b^{-2c/d_h}`, :math:`c = 0, \dots, d_h/2 - 1`, for the base
+:math:`b` (``base``, ``rope_theta``) and the rotated width :math:`d_h` (``dim``: the head width, or the
+rotated part :math:`r` of it with partial rotary). The notation is the book's.
 A model trained on contexts of :math:`L_0` tokens has never seen the angles that longer contexts produce;
 the scalings below change the frequencies (and sometimes the size of cos/sin) so that a longer context
 maps onto angles the model knows.
@@ -122,15 +124,15 @@ def _check_per_pair_factors(name: str, value: object, num_pairs: int) -> torch.T
 
 
 def rope_inverse_frequencies(dim: int, *, base: float = 10000.0) -> torch.Tensor:
-    r"""Unscaled RoPE frequencies :math:`\theta_c = \mathrm{base}^{-2c/d}`, :math:`c = 0, \dots, d/2 - 1`.
+    r"""Unscaled RoPE frequencies :math:`\theta_c = b^{-2c/d_h}`, :math:`c = 0, \dots, d_h/2 - 1`.
 
     From Su et al. 2021, "RoFormer: Enhanced Transformer with Rotary Position Embedding", eq. (15). Matches
     ``LlamaRotaryEmbedding.compute_default_rope_parameters`` in transformers (rope_type ``"default"``) and
     the frequencies of rotary-embedding-torch, which compute the same numbers in float32.
 
     Args:
-        dim: Rotary dimension :math:`d` (the head dimension, or the rotated part of it), even.
-        base: :math:`\mathrm{base}`, the ``rope_theta`` of Hugging Face configs (10000 in the paper,
+        dim: Rotated width :math:`d_h` (the head width, or the rotated part of it), even.
+        base: :math:`b`, the ``rope_theta`` of Hugging Face configs (10000 in the paper,
             500000 in Llama 3).
 
     Returns:
@@ -155,7 +157,7 @@ def linear_scaling(dim: int, *, base: float = 10000.0, factor: float) -> tuple[t
     ``ROPE_INIT_FUNCTIONS["linear"]`` in transformers.
 
     Args:
-        dim: Rotary dimension :math:`d`, even.
+        dim: Rotated width :math:`d_h`, even.
         base: Frequency base (``rope_theta``).
         factor: :math:`s \ge 1`, the context-extension factor (``factor``).
 
@@ -183,31 +185,31 @@ def dynamic_ntk_scaling(
     NTK-aware scaling (bloc97 2023, "NTK-Aware Scaled RoPE allows LLaMA models to have extended (8k+)
     context size without any fine-tuning", Reddit r/LocalLLaMA) raises the base instead of dividing every
     frequency, so the highest frequencies barely move and the lowest are interpolated; with
-    :math:`\mathrm{base}' = \mathrm{base} \cdot \alpha^{d/(d-2)}` the lowest frequency is divided by
-    exactly :math:`\alpha`. The dynamic form (emozilla 2023, "Dynamically Scaled RoPE further increases
-    performance of long context LLaMA with zero fine-tuning", Reddit r/LocalLLaMA) picks :math:`\alpha`
-    from the current length :math:`L`:
+    :math:`b' = b \cdot \alpha^{d_h/(d_h-2)}` the lowest frequency is divided by exactly :math:`\alpha`.
+    The dynamic form (emozilla 2023, "Dynamically Scaled RoPE further increases performance of long context
+    LLaMA with zero fine-tuning", Reddit r/LocalLLaMA) picks :math:`\alpha` from the current length
+    :math:`T`:
 
     .. math::
 
-        \mathrm{base}' = \mathrm{base} \cdot \left(\frac{s\,L}{L_0} - (s - 1)\right)^{d/(d-2)}
-        \quad \text{if } L > L_0, \qquad \theta'_c = \mathrm{base}'^{-2c/d},
+        b' = b \cdot \left(\frac{s\,T}{L_0} - (s - 1)\right)^{d_h/(d_h-2)}
+        \quad \text{if } T > L_0, \qquad \theta'_c = b'^{-2c/d_h},
 
-    and the unscaled frequencies for :math:`L \le L_0` (or no ``seq_len``). Matches
+    and the unscaled frequencies for :math:`T \le L_0` (or no ``seq_len``). Matches
     ``ROPE_INIT_FUNCTIONS["dynamic"]`` in transformers, with one difference: Hugging Face takes
     :math:`L_0` from the model config's ``max_position_embeddings``, this function from
     ``original_max_position_embeddings``. Hugging Face's rotary module recomputes the frequencies whenever
     the longest position seen grows, and returns to the unscaled ones when a shorter input comes; this
     function is pure, the caller passes ``seq_len``. With ``dim == 2`` the only frequency is
-    :math:`\mathrm{base}'^{0} = 1` whatever the base, so it is returned unchanged (Hugging Face divides by
+    :math:`b'^{0} = 1` whatever the base, so it is returned unchanged (Hugging Face divides by
     zero in the exponent there).
 
     Args:
-        dim: Rotary dimension :math:`d`, even.
+        dim: Rotated width :math:`d_h`, even.
         base: Frequency base (``rope_theta``).
         factor: :math:`s \ge 1` (``factor``).
         original_max_position_embeddings: :math:`L_0`, the context length the model was trained on.
-        seq_len: :math:`L`, the current sequence length (largest position + 1); ``None`` means
+        seq_len: :math:`T`, the current sequence length (largest position + 1); ``None`` means
             :math:`L_0`, as at Hugging Face's initialisation.
 
     Returns:
@@ -232,14 +234,14 @@ def dynamic_ntk_scaling(
 def _yarn_correction_index(rotations: float, dim: int, base: float, original_length: int) -> float:
     r"""Pair index :math:`c` whose wavelength fits ``rotations`` times into :math:`L_0` (not rounded).
 
-    Solves :math:`L_0 \theta_c / (2\pi) = r` for :math:`c`:
-    :math:`c = d \ln(L_0 / (2\pi r)) / (2 \ln \mathrm{base})`.
+    Solves :math:`\rho_c = L_0 \theta_c / (2\pi) = \beta` for :math:`c`, with :math:`\beta` = ``rotations``:
+    :math:`c = d_h \ln(L_0 / (2\pi \beta)) / (2 \ln b)`.
     """
     return dim * math.log(original_length / (2.0 * math.pi * rotations)) / (2.0 * math.log(base))
 
 
 def _yarn_mscale(factor: float, mscale: float = 1.0) -> float:
-    r"""YaRN's :math:`0.1 \cdot m \ln s + 1` for :math:`s > 1`, and 1 for :math:`s \le 1`."""
+    r"""YaRN's :math:`0.1 \cdot \kappa \ln s + 1` for :math:`s > 1`, and 1 for :math:`s \le 1`."""
     return 1.0 if factor <= 1.0 else 0.1 * mscale * math.log(factor) + 1.0
 
 
@@ -259,47 +261,50 @@ def yarn_scaling(
     r"""YaRN: NTK-by-parts interpolation plus an attention temperature.
 
     From Peng et al. 2023, "YaRN: Efficient Context Window Extension of Large Language Models". Pair
-    :math:`c` turns :math:`r_c = L_0\,\theta_c / (2\pi)` times over the training context. Pairs that turn
-    often (:math:`r_c > \beta_\mathrm{fast}`, the high frequencies) are left alone, pairs that turn less
+    :math:`c` turns :math:`\rho_c = L_0\,\theta_c / (2\pi)` times over the training context. Pairs that turn
+    often (:math:`\rho_c > \beta_\mathrm{fast}`, the high frequencies) are left alone, pairs that turn less
     than :math:`\beta_\mathrm{slow}` times (the low frequencies) are interpolated like Position
     Interpolation, and a ramp joins them. As in Hugging Face and in the authors' code, the ramp is linear
-    in the pair index between the indices where :math:`r = \beta_\mathrm{fast}` and
-    :math:`r = \beta_\mathrm{slow}`:
+    in the pair index between the indices where :math:`\rho_c = \beta_\mathrm{fast}` and
+    :math:`\rho_c = \beta_\mathrm{slow}`:
 
     .. math::
 
-        c(r) = \frac{d \ln(L_0 / (2\pi r))}{2 \ln \mathrm{base}}, \quad
-        \ell = \max(\lfloor c(\beta_\mathrm{fast}) \rfloor, 0), \quad
-        h = \min(\lceil c(\beta_\mathrm{slow}) \rceil, d - 1),
+        c(\beta) = \frac{d_h \ln(L_0 / (2\pi \beta))}{2 \ln b}, \quad
+        c_\mathrm{low} = \max(\lfloor c(\beta_\mathrm{fast}) \rfloor, 0), \quad
+        c_\mathrm{high} = \min(\lceil c(\beta_\mathrm{slow}) \rceil, d_h - 1),
 
-        \rho_c = \mathrm{clip}\left(\frac{c - \ell}{h - \ell}, 0, 1\right), \quad
-        \theta'_c = (1 - \rho_c)\,\theta_c + \rho_c\,\theta_c / s.
+        \mu_c = \mathrm{clip}\left(\frac{c - c_\mathrm{low}}{c_\mathrm{high} - c_\mathrm{low}}, 0, 1\right),
+        \quad \theta'_c = (1 - \mu_c)\,\theta_c + \mu_c\,\theta_c / s.
 
-    The paper defines the ramp :math:`\gamma(r) = (r - \alpha)/(\beta - \alpha)` linear in :math:`r`
-    itself, i.e. exponential in :math:`c`, and does not round; the floor/ceil is ``truncate=True``
-    (``truncate=False``, used by gpt-oss, keeps the real bounds). The upper clamp is :math:`d - 1` in
-    Hugging Face although pair indices stop at :math:`d/2 - 1`; it is kept so that the slope matches. When
-    :math:`h = \ell` the ramp is a step (pairs above :math:`\ell` interpolated), as Hugging Face's
-    singularity guard makes it.
+    The paper defines the ramp linear in the number of turns :math:`\rho_c` itself (its
+    :math:`\gamma(r) = (r - \alpha)/(\beta - \alpha)`), i.e. exponential in :math:`c`, and does not round;
+    the floor/ceil is ``truncate=True`` (``truncate=False``, used by gpt-oss, keeps the real bounds). The
+    upper clamp is :math:`d_h - 1` in Hugging Face although pair indices stop at :math:`d_h/2 - 1`; it is
+    kept so that the slope matches. When :math:`c_\mathrm{high} = c_\mathrm{low}` the ramp is a step (pairs
+    above :math:`c_\mathrm{low}` interpolated), as Hugging Face's singularity guard makes it.
 
     The attention factor is the paper's :math:`\sqrt{1/t} = 0.1 \ln s + 1` (1 for :math:`s \le 1`), unless
-    ``attention_factor`` is given, or both ``mscale`` and ``mscale_all_dim`` are, which gives
-    :math:`(0.1\,m \ln s + 1) / (0.1\,m_\mathrm{all} \ln s + 1)` (DeepSeek-V2/V3). A lone ``mscale`` or
-    ``mscale_all_dim`` is ignored, as in Hugging Face. DeepSeek's attention additionally multiplies its
-    softmax scale by :math:`(0.1\,m_\mathrm{all} \ln s + 1)^2`; that lives in the attention module, not here.
+    ``attention_factor`` is given, or both ``mscale`` (:math:`\kappa`) and ``mscale_all_dim``
+    (:math:`\kappa_\mathrm{all}`) are, which gives
+    :math:`(0.1\,\kappa \ln s + 1) / (0.1\,\kappa_\mathrm{all} \ln s + 1)` (DeepSeek-V2/V3). A lone
+    ``mscale`` or ``mscale_all_dim`` is ignored, as in Hugging Face. DeepSeek's attention additionally
+    multiplies its softmax scale by :math:`(0.1\,\kappa_\mathrm{all} \ln s + 1)^2`; that lives in the
+    attention module, not here.
 
     Matches ``ROPE_INIT_FUNCTIONS["yarn"]`` in transformers (whose ``beta_fast``/``beta_slow`` of 0 also
     mean the defaults; here they must be positive).
 
     Args:
-        dim: Rotary dimension :math:`d`, even.
+        dim: Rotated width :math:`d_h`, even.
         base: Frequency base (``rope_theta``).
         factor: :math:`s \ge 1` (``factor``).
         original_max_position_embeddings: :math:`L_0`, the context length the model was trained on.
-        beta_fast: Rotations above which a pair is not scaled (default 32).
-        beta_slow: Rotations below which a pair is fully interpolated (default 1); at most ``beta_fast``.
-        mscale: :math:`m`, see above.
-        mscale_all_dim: :math:`m_\mathrm{all}`, see above.
+        beta_fast: :math:`\beta_\mathrm{fast}`, turns above which a pair is not scaled (default 32).
+        beta_slow: :math:`\beta_\mathrm{slow}`, turns below which a pair is fully interpolated (default 1);
+            at most ``beta_fast``.
+        mscale: :math:`\kappa`, see above.
+        mscale_all_dim: :math:`\kappa_\mathrm{all}`, see above.
         attention_factor: Overrides the computed attention factor.
         truncate: Round the ramp bounds outward to integers (default, as in the paper's code).
 
@@ -367,30 +372,33 @@ def llama3_scaling(
 
     Used by Llama 3.1 and 3.2 (Meta 2024; the model family is described in Grattafiori et al. 2024, "The
     Llama 3 Herd of Models", but the formula is only in Meta's reference code, ``apply_scaling`` in
-    llama-models). With wavelength :math:`\lambda_c = 2\pi/\theta_c`, :math:`a` = ``low_freq_factor``,
-    :math:`b` = ``high_freq_factor``:
+    llama-models). With wavelength :math:`\lambda_c = 2\pi/\theta_c`, turns :math:`\rho_c = L_0/\lambda_c`
+    over the training context, :math:`f_\mathrm{low}` = ``low_freq_factor`` and :math:`f_\mathrm{high}` =
+    ``high_freq_factor``:
 
     .. math::
 
         \theta'_c = \begin{cases}
-            \theta_c & \lambda_c < L_0 / b \\
-            \theta_c / s & \lambda_c > L_0 / a \\
-            (1 - \sigma_c)\,\theta_c / s + \sigma_c\,\theta_c,\quad
-            \sigma_c = \dfrac{L_0/\lambda_c - a}{b - a} & \text{otherwise.}
+            \theta_c & \lambda_c < L_0 / f_\mathrm{high} \\
+            \theta_c / s & \lambda_c > L_0 / f_\mathrm{low} \\
+            (1 - \mu_c)\,\theta_c + \mu_c\,\theta_c / s,\quad
+            \mu_c = \dfrac{f_\mathrm{high} - \rho_c}{f_\mathrm{high} - f_\mathrm{low}} & \text{otherwise.}
         \end{cases}
 
-    The band is a ramp linear in :math:`L_0/\lambda_c`, the number of turns over the training context
-    (YaRN's :math:`r`), which is the form of the YaRN paper's :math:`\gamma` with :math:`\alpha = a`,
-    :math:`\beta = b`; there is no attention factor.
-    Llama 3.1: :math:`s = 8`, :math:`a = 1`, :math:`b = 4`, :math:`L_0 = 8192`, base 500000. Matches
+    The band is a ramp linear in the turns :math:`\rho_c`, the form of the YaRN paper's ramp with
+    :math:`\alpha = f_\mathrm{low}`, :math:`\beta = f_\mathrm{high}`; there is no attention factor.
+    Llama 3.1: :math:`s = 8`, :math:`f_\mathrm{low} = 1`, :math:`f_\mathrm{high} = 4`, :math:`L_0 = 8192`,
+    :math:`b = 500\,000`. Matches
     ``ROPE_INIT_FUNCTIONS["llama3"]`` in transformers.
 
     Args:
-        dim: Rotary dimension :math:`d`, even.
+        dim: Rotated width :math:`d_h`, even.
         base: Frequency base (``rope_theta``).
         factor: :math:`s \ge 1` (``factor``).
-        low_freq_factor: :math:`a > 0`: wavelengths longer than :math:`L_0/a` are fully interpolated.
-        high_freq_factor: :math:`b > a`: wavelengths shorter than :math:`L_0/b` are kept.
+        low_freq_factor: :math:`f_\mathrm{low} > 0`: wavelengths longer than :math:`L_0/f_\mathrm{low}` are
+            fully interpolated.
+        high_freq_factor: :math:`f_\mathrm{high} > f_\mathrm{low}`: wavelengths shorter than
+            :math:`L_0/f_\mathrm{high}` are kept.
         original_max_position_embeddings: :math:`L_0`, the context length the model was trained on.
 
     Returns:
@@ -436,33 +444,33 @@ def longrope_scaling(
 
     From Ding et al. 2024, "LongRoPE: Extending LLM Context Window Beyond 2 Million Tokens", as used by
     the Phi-3 family (Abdin et al. 2024, "Phi-3 Technical Report"; not Phi-2). The paper finds per-pair
-    factors :math:`\lambda_c` by evolutionary search (and also leaves the first positions unscaled, which
+    factors :math:`e_c` by evolutionary search (and also leaves the first positions unscaled, which
     Phi-3 does not); Phi-3 ships two lists and switches between them at :math:`L_0`:
 
     .. math::
 
-        \theta'_c = \frac{\theta_c}{\lambda_c}, \qquad \lambda = \begin{cases}
-            \texttt{long\_factor} & L > L_0 \\
-            \texttt{short\_factor} & L \le L_0 \text{ or no } L.
+        \theta'_c = \frac{\theta_c}{e_c}, \qquad e = \begin{cases}
+            \texttt{long\_factor} & T > L_0 \\
+            \texttt{short\_factor} & T \le L_0 \text{ or no } T.
         \end{cases}
 
     The attention factor, from Phi-3's code rather than the paper, is
     :math:`\sqrt{1 + \ln s / \ln L_0}` for :math:`s > 1` (1 otherwise), where :math:`s` = ``factor`` is
     ``max_position_embeddings / original_max_position_embeddings`` (131072 / 4096 = 32 for Phi-3-mini-128k),
-    unless ``attention_factor`` is given. Because of the switch, keys cached while :math:`L \le L_0` were
+    unless ``attention_factor`` is given. Because of the switch, keys cached while :math:`T \le L_0` were
     rotated with the short factors and stay so after the switch (Hugging Face recomputes only the new
     positions' cos/sin). Matches ``ROPE_INIT_FUNCTIONS["longrope"]`` in transformers, which reads
     :math:`s` from the model config when ``factor`` is missing.
 
     Args:
-        dim: Rotary dimension :math:`d`, even.
+        dim: Rotated width :math:`d_h`, even.
         base: Frequency base (``rope_theta``).
         short_factor: ``dim // 2`` positive numbers, used up to :math:`L_0`.
         long_factor: ``dim // 2`` positive numbers, used beyond :math:`L_0`.
         original_max_position_embeddings: :math:`L_0 \ge 2`, the context length the model was trained on.
         factor: :math:`s \ge 1`; required unless ``attention_factor`` is given.
         attention_factor: Overrides the computed attention factor.
-        seq_len: :math:`L`, the current sequence length (largest position + 1).
+        seq_len: :math:`T`, the current sequence length (largest position + 1).
 
     Returns:
         ``(inv_freq, attention_factor)``: float64 tensor ``[dim // 2]`` and a float.
@@ -560,7 +568,8 @@ def rope_frequencies(
     ``default``, ``LlamaRotaryEmbedding.compute_default_rope_parameters``.
 
     Args:
-        dim: Rotary dimension :math:`d`, even: ``int(head_dim * partial_rotary_factor)``.
+        dim: Rotated width :math:`d_h` (:math:`r` with partial rotary), even:
+            ``int(head_dim * partial_rotary_factor)``.
         base: Frequency base, the model's ``rope_theta``.
         scaling: ``None`` (plain RoPE) or the scaling dict, e.g. Llama 3.1's ``{"rope_type": "llama3",
             "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
