@@ -29,6 +29,11 @@ endif
 BOOK_SOURCES := _config.yml _toc.yml $(wildcard book/* posenc_lib/*.py) $(NOTEBOOKS)
 # No progress bars anywhere, so that a notebook saved from `make lab` has the outputs nbval reproduces.
 export TQDM_DISABLE := 1
+# The notebooks run with one OpenMP thread. Their models and tensors are tiny, so a second thread hardly helps,
+# and on a 2-core machine shared with another process PyTorch's threads wait for each other: a chapter that
+# trains took 13 minutes instead of 30 s that way. One thread makes the run time of `make notebooks` and
+# `make execute` predictable; the printed outputs do not depend on it.
+NOTEBOOK_ENV := env -u MPLBACKEND OMP_NUM_THREADS=1
 
 # This machine's pip config adds local indexes; pip warns "Location ... is ignored" for every package that is
 # not in them. Drop exactly those lines; everything else (real warnings, errors) is shown.
@@ -94,7 +99,7 @@ browser: book browser-assets
 # Not with MPLBACKEND=Agg: the kernel must use the inline backend, as in Jupyter, to reproduce stored figures.
 notebooks: $(STAMP)
 ifneq ($(NOTEBOOKS),)
-	env -u MPLBACKEND $(BIN)/pytest --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg $(NOTEBOOKS)
+	$(NOTEBOOK_ENV) $(BIN)/pytest --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg $(NOTEBOOKS)
 else
 	@echo "No notebooks in notebooks/ yet: nothing for nbval to check."
 endif
@@ -104,7 +109,7 @@ endif
 execute: $(STAMP)
 	@for nb in $(NOTEBOOKS); do \
 	  echo "executing $$nb"; \
-	  env -u MPLBACKEND $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	  $(NOTEBOOK_ENV) $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=900 --ExecutePreprocessor.kernel_name=python3 \
 	    --ExecutePreprocessor.store_widget_state=False "$$nb"; \
 	done
