@@ -4,6 +4,7 @@
 # make browser-assets  fetch the CDN scripts the browser tests serve locally (npm registry)
 # make lab    start JupyterLab in notebooks/
 # make execute  re-execute every notebook in place (fresh kernel each)
+# make context-lab  re-run chapter 7's full lab and rewrite its results file (posenc_lib/data/)
 # make clean  remove _build
 # make constraints  rewrite constraints.txt from the packages in .venv
 # All targets create .venv on first use and install the versions pinned in constraints.txt.
@@ -11,7 +12,7 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DELETE_ON_ERROR:
-.PHONY: book test lint actionlint unit notebooks browser browser-assets execute benchmarks lab clean constraints
+.PHONY: book test lint actionlint unit notebooks browser browser-assets execute benchmarks context-lab lab clean constraints
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -120,6 +121,11 @@ benchmarks: $(STAMP)
 	  if grep -q -- '--quick' "$$script"; then \
 	    echo "$(BIN)/python $$script --quick"; MPLBACKEND=Agg $(BIN)/python "$$script" --quick; fi; \
 	done
+
+# Chapter 7's lab in full (5 seeds, every method zero-shot, fine-tuning at 4 L0), too long for the notebook:
+# rewrites posenc_lib/data/context_extension_lab.json, which the chapter plots (about 10 minutes on 2 cores).
+context-lab: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python experiments/context_extension_lab.py
 
 $(VENV)/.installed-lab: $(STAMP)
 	$(PIP_INSTALL) ".[book,test,lab]" $(PIP_FILTER)

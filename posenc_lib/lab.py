@@ -17,14 +17,23 @@ scored.
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import os
+from collections.abc import Callable, Mapping
+from importlib import resources
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from posenc_lib._validation import check_choice, check_positive_float, check_positive_int
+from posenc_lib.rope import RotaryEmbedding
+from posenc_lib.rope_scaling import rope_frequencies, rope_inverse_frequencies
+
+RESULTS = ("context_extension_lab",)
+"""Results files that :func:`load_results` can read (written by ``experiments/context_extension_lab.py``)."""
 
 TASKS = ("lag_copy", "copy", "reverse")
 """Names accepted by :func:`make_task_batch`, :func:`train_model` and :func:`evaluate_model`."""
@@ -100,24 +109,33 @@ def train_model(
     seed: int = 0,
     lag: int = 2,
     progress: bool = True,
+    after_step: Callable[[int, float], None] | None = None,
+    warmup_steps: int | None = None,
 ) -> list[float]:
     """Train ``model`` (tokens ``[B, T]`` to logits ``[B, T, vocab]``) on a task with AdamW; return losses.
 
     Cross-entropy on the scored positions, a constant learning rate after a linear warm-up over the first
-    tenth of the steps, gradients clipped to norm 1. Batches come from ``torch.Generator().manual_seed(seed)``
-    and are moved to the device of the model's parameters. A progress bar (tqdm) is shown when ``progress``
-    is true; the environment variable ``TQDM_DISABLE=1`` turns it off, as the tests do.
+    ``warmup_steps`` steps (default: a tenth of the steps), gradients clipped to norm 1. Batches come from
+    ``torch.Generator().manual_seed(seed)`` and are moved to the device of the model's parameters. A progress
+    bar (tqdm) is shown when ``progress`` is true; the environment variable ``TQDM_DISABLE=1`` turns it off,
+    as the tests do.
+
+    ``after_step(step, loss)``, if given, is called after every optimiser step (``step`` counts from 1), for
+    example to evaluate the model during a fine-tune; the model is put back in training mode after it. With
+    ``warmup_steps`` given, a shorter run is exactly the beginning of a longer one with the same arguments.
     """
     steps = check_positive_int("steps", steps)
     lr = check_positive_float("lr", lr)
+    if after_step is not None and not callable(after_step):
+        raise TypeError(f"after_step must be callable or None, got {type(after_step).__name__}")
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    warmup = max(1, steps // 10)
+    warmup = max(1, steps // 10) if warmup_steps is None else check_positive_int("warmup_steps", warmup_steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     losses = []
     model.train()
-    for _ in _progress(range(steps), enabled=progress, description=f"training on {task}"):
+    for step in _progress(range(1, steps + 1), enabled=progress, description=f"training on {task}"):
         tokens, targets = make_task_batch(
             task, batch_size=batch_size, seq_len=seq_len, vocab_size=vocab_size, generator=generator, lag=lag
         )
@@ -129,6 +147,9 @@ def train_model(
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
+        if after_step is not None:
+            after_step(step, losses[-1])
+            model.train()
     model.eval()
     return losses
 
@@ -172,6 +193,98 @@ def evaluate_model(
         count += mask.sum(0).double()
     loss_by_position = torch.where(count > 0, loss_sum / count.clamp(min=1), torch.tensor(math.nan))
     return {"accuracy": correct / scored, "loss_by_position": loss_by_position}
+
+
+def with_rope_scaling(
+    model: nn.Module,
+    scaling: Mapping[str, object] | None,
+    *,
+    base: float = 10000.0,
+    seq_len: int | None = None,
+) -> nn.Module:
+    r"""Return a copy of a trained RoPE model whose rotations use a context-extension method's frequencies.
+
+    Every :class:`~posenc_lib.rope.RotaryEmbedding` in the copy is replaced by one with the same head width,
+    layout and rotary width and with the frequencies :math:`\theta'_c` and the factor on cosine and sine
+    that :func:`~posenc_lib.rope_scaling.rope_frequencies` returns for ``scaling`` at ``seq_len``. The weights
+    are copied unchanged and ``model`` itself is not modified: this is how a ``rope_scaling`` block is applied
+    to a trained checkpoint. A module shared by several layers stays shared in the copy.
+
+    Args:
+        model: a module that contains at least one ``RotaryEmbedding``, for example a
+            :class:`~posenc_lib.transformer.TinyDecoder` built with ``encoding="rope"``, or a
+            ``RotaryEmbedding`` itself.
+        scaling: a Hugging Face ``rope_scaling`` dict (``rope_type`` ``"linear"``, ``"dynamic"``, ``"yarn"``,
+            ``"llama3"``, ``"longrope"``), or ``None`` for plain RoPE.
+        base: the base :math:`b` the model was trained with.
+        seq_len: the sequence length the frequencies are computed for (read by ``"dynamic"`` and
+            ``"longrope"``, whose frequencies depend on it).
+
+    Returns:
+        The modified copy.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: ``model`` has no ``RotaryEmbedding``, or one of them does not use the plain frequencies
+            :math:`b^{-2c/r}` with a factor of 1 (a model that is already scaled is refused, so that two
+            scalings are never applied on top of each other), or ``scaling`` is invalid.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    scaled = copy.deepcopy(model)
+    replacements: dict[int, RotaryEmbedding] = {}
+    # remove_duplicate=False: a module shared by several layers is found under each of its names
+    found = [
+        (name, m)
+        for name, m in scaled.named_modules(remove_duplicate=False)
+        if isinstance(m, RotaryEmbedding)
+    ]
+    for name, rope in found:
+        if id(rope) not in replacements:
+            plain = rope_inverse_frequencies(rope.rotary_dim, base=base)
+            if rope.attention_factor != 1.0 or not torch.allclose(rope.inv_freq, plain, rtol=1e-12, atol=0):
+                raise ValueError(
+                    f"{name or 'model'} does not use plain RoPE frequencies with base {base}; pass the base "
+                    "the model was trained with, and a model that has not been scaled already"
+                )
+            inv_freq, attention_factor = rope_frequencies(
+                rope.rotary_dim, base=base, scaling=scaling, seq_len=seq_len
+            )
+            replacements[id(rope)] = RotaryEmbedding(
+                rope.dim,
+                layout=rope.layout,
+                rotary_dim=rope.rotary_dim,
+                inv_freq=inv_freq,
+                attention_factor=attention_factor,
+            )
+        if not name:  # the model is itself a RotaryEmbedding
+            return replacements[id(rope)]
+        parent, _, attribute = name.rpartition(".")
+        setattr(scaled.get_submodule(parent), attribute, replacements[id(rope)])
+    if not replacements:
+        raise ValueError("model has no RotaryEmbedding module to rescale")
+    return scaled
+
+
+def load_results(name: str) -> dict:
+    """Return a results file that ships with posenc_lib, as the JSON object its script wrote.
+
+    Some measurements take too long for a notebook; a script in the repository's ``experiments/`` folder makes
+    them and writes a results file (settings, environment, measurements) into ``posenc_lib/data/``, which is
+    installed with the package, so a chapter can plot it wherever posenc_lib is installed.
+
+    Args:
+        name: the file's name without ``.json``, one of :data:`RESULTS`.
+
+    Returns:
+        The parsed JSON object.
+
+    Raises:
+        ValueError: If ``name`` is not one of :data:`RESULTS`.
+    """
+    check_choice("name", name, RESULTS)
+    text = resources.files("posenc_lib").joinpath("data", f"{name}.json").read_text(encoding="utf-8")
+    return json.loads(text)
 
 
 def _progress(iterable: range, *, enabled: bool, description: str):
