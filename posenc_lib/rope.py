@@ -29,6 +29,15 @@ Precision: angles :math:`p\,\theta_c` are computed in float64 and cast to the co
 cosines and sines, so float32 results stay within about 1e-6 of an exact computation at positions up to
 :math:`2^{20}` and beyond, where a float32 angle (Hugging Face's path) is off by up to about 0.06 rad.
 bfloat16 and float16 inputs are rotated in float32 and rounded once, to their own dtype, at the end.
+
+Positions are any integers (negative ones included, the rule of every encoding in posenc_lib, see
+:mod:`posenc_lib.base`) or finite floating-point numbers (Position Interpolation's :math:`p/s`), one row
+``[T]`` shared by the batch or one row per batch element ``[B, T]`` (left padding, packed sequences). Memory
+and time are proportional to the number of positions in a call, never to their size: a token at position
+:math:`2^{31} - 1` costs what a token at position 0 costs.
+
+The functions run under ``torch.func.vmap``, on the meta device and under ``torch.compile(fullgraph=True)``
+(no host-device synchronisation and no data-dependent branch on those paths).
 """
 
 from __future__ import annotations
@@ -39,8 +48,6 @@ from posenc_lib._validation import (
     check_choice,
     check_even_positive_int,
     check_floating_tensor,
-    check_integer_tensor,
-    check_non_negative_int,
     check_positive_float,
     check_tensor,
 )
@@ -48,6 +55,7 @@ from posenc_lib.base import PositionalEncoding
 from posenc_lib.rope_scaling import rope_inverse_frequencies
 
 ROPE_LAYOUTS = ("half", "interleaved")
+SEQ_DIMS = (-2, -3)
 
 
 def rope_permutation(dim: int, *, rotary_dim: int | None = None) -> torch.Tensor:
@@ -77,17 +85,25 @@ def rope_permutation(dim: int, *, rotary_dim: int | None = None) -> torch.Tensor
 
 
 def rope_angles(positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    r"""Return the rotation angles :math:`p\,\theta_c` in float64, shape ``[len(positions), len(inv_freq)]``.
+    r"""Return the rotation angles :math:`p\,\theta_c` in float64, shape ``[*positions.shape, r/2]``.
 
-    Positions are integers, exact in float64 up to :math:`2^{53}`; the product is rounded once, in float64.
+    ``positions`` may have any shape (``[T]``, ``[B, T]``) and an integer or floating dtype; integers are
+    exact in float64 up to :math:`2^{53}`, and the product is rounded once, in float64. ``inv_freq`` holds
+    the :math:`r/2` frequencies :math:`\theta_c`.
+
+    Raises:
+        TypeError: ``positions`` is not an integer or floating tensor, ``inv_freq`` not a floating one.
+        ValueError: ``inv_freq`` is not 1-D, or either holds NaN or infinity.
     """
-    check_integer_tensor("positions", positions)
+    _check_positions_dtype(positions)
     check_floating_tensor("inv_freq", inv_freq)
-    if positions.ndim != 1:
-        raise ValueError(f"positions must be a 1-D tensor, got shape {tuple(positions.shape)}")
     if inv_freq.ndim != 1:
-        raise ValueError(f"inv_freq must be a 1-D tensor, got shape {tuple(inv_freq.shape)}")
-    return torch.outer(positions.to(torch.float64), inv_freq.to(device=positions.device, dtype=torch.float64))
+        raise ValueError(f"inv_freq must be a 1-D tensor of frequencies, got shape {tuple(inv_freq.shape)}")
+    _check_finite("inv_freq", inv_freq)
+    _check_finite("positions", positions)
+    return positions.to(torch.float64).unsqueeze(-1) * inv_freq.to(
+        device=positions.device, dtype=torch.float64
+    )
 
 
 def apply_rope(
@@ -99,6 +115,7 @@ def apply_rope(
     rotary_dim: int | None = None,
     inv_freq: torch.Tensor | None = None,
     attention_factor: float = 1.0,
+    seq_dim: int = -2,
 ) -> torch.Tensor:
     r"""Rotate ``x`` by RoPE and return a new tensor of the same shape and dtype.
 
@@ -112,9 +129,11 @@ def apply_rope(
     (``layout="interleaved"``), and GPT-NeoX's partial rotary (``rotary_dim``), with angles in float64.
 
     Args:
-        x: queries or keys, ``[..., T, d_h]``, floating point.
-        positions: 1-D integer tensor of length ``T`` (default ``0 .. T-1``); any integers, including
-            negative ones and offsets for KV-cache decoding.
+        x: queries or keys, floating point: ``[..., T, d_h]`` (``seq_dim=-2``, e.g. ``[B, H, T, d_h]``) or
+            ``[B, T, H, d_h]`` (``seq_dim=-3``, the layout of flash-attention and GPT-J).
+        positions: ``[T]`` (shared by the batch) or ``[B, T]`` (one row per batch element, ``B`` equal to
+            ``x.shape[0]`` or 1), integer or floating point (fractional positions, e.g. :math:`p/s`); any
+            finite values, negative ones included. Default ``0 .. T-1``.
         base: the base of the geometric frequencies (10000 in RoFormer; Llama 3 uses 500000).
         layout: ``"half"`` (GPT-NeoX, Hugging Face Llama) or ``"interleaved"`` (GPT-J, Meta, the paper).
         rotary_dim: rotate only the first :math:`r` dimensions (even, at most :math:`d_h`); the frequencies
@@ -122,33 +141,29 @@ def apply_rope(
             Default :math:`d_h`.
         inv_freq: frequencies :math:`\theta_c`, 1-D of length ``r/2``; overrides ``base``.
         attention_factor: factor applied to cosine and sine (1 for plain RoPE).
+        seq_dim: the axis of ``x`` that holds the sequence: ``-2`` or ``-3``.
 
     Returns:
         The rotated tensor, same shape and dtype as ``x``.
 
     Raises:
-        ValueError: odd or too large ``rotary_dim``, unknown ``layout``, ``positions`` not of length ``T``,
-            ``inv_freq`` of the wrong length, a non-positive ``base`` or ``attention_factor``.
-        TypeError: ``x`` not a floating tensor, ``positions`` not an integer tensor.
+        ValueError: odd or too large ``rotary_dim``, unknown ``layout`` or ``seq_dim``, ``positions`` whose
+            last axis is not ``T`` or whose batch does not match ``x``, ``inv_freq`` of the wrong length,
+            NaN or infinite positions or frequencies, a non-positive ``base`` or ``attention_factor``.
+        TypeError: ``x`` not a floating tensor, ``positions`` neither an integer nor a floating tensor.
     """
     check_floating_tensor("x", x)
-    if x.ndim < 2:
-        raise ValueError(f"x must have shape [..., T, D] (at least 2 dimensions), got shape {tuple(x.shape)}")
-    seq_len, dim = x.shape[-2], x.shape[-1]
+    seq_dim = _check_seq_dim(seq_dim, x)
+    dim = x.shape[-1]
     if dim % 2:
         raise ValueError(f"x's last dimension D must be even to form pairs, got D = {dim}")
     check_choice("layout", layout, ROPE_LAYOUTS)
     rotary_dim = _check_rotary_dim(rotary_dim, dim)
     attention_factor = check_positive_float("attention_factor", attention_factor)
     if positions is None:
-        positions = torch.arange(seq_len, device=x.device)
+        positions = torch.arange(x.shape[seq_dim], device=x.device)
     else:
-        check_integer_tensor("positions", positions)
-        if positions.ndim != 1 or positions.shape[0] != seq_len:
-            raise ValueError(
-                f"positions must be a 1-D tensor of length T = x.shape[-2] = {seq_len}, "
-                f"got shape {tuple(positions.shape)}"
-            )
+        _check_positions_shape(positions, x, seq_dim)
         positions = positions.to(x.device)
     if inv_freq is None:
         inv_freq = rope_inverse_frequencies(rotary_dim, base=check_positive_float("base", base))
@@ -163,45 +178,85 @@ def apply_rope(
     compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     cos = (angles.cos() * attention_factor).to(compute_dtype)
     sin = (angles.sin() * attention_factor).to(compute_dtype)
-    return rotate_with_cos_sin(x, cos, sin, layout=layout)
+    return rotate_with_cos_sin(x, cos, sin, layout=layout, rotary_dim=rotary_dim, seq_dim=seq_dim)
 
 
 def rotate_with_cos_sin(
-    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, layout: str = "half"
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    *,
+    layout: str = "half",
+    rotary_dim: int | None = None,
+    seq_dim: int = -2,
 ) -> torch.Tensor:
-    r"""Rotate the first ``2 * cos.shape[-1]`` dimensions of ``x`` by precomputed cosines and sines.
+    r"""Rotate the first ``rotary_dim`` dimensions of ``x`` by precomputed cosines and sines.
 
-    The kernel behind :func:`apply_rope` and :class:`RotaryEmbedding`. ``cos`` and ``sin`` have shape
-    ``[T, r/2]`` (one entry per position and pair, not repeated) in float32 or float64. The result has ``x``'s
-    dtype; a bfloat16 or float16 ``x`` is rotated in ``cos``'s dtype and rounded once at the end.
+    The kernel behind :func:`apply_rope` and :class:`RotaryEmbedding`. ``cos`` and ``sin`` hold one entry per
+    position and pair, not repeated: shape ``[T, r/2]`` or ``[B, T, r/2]`` (one row per batch element, ``B``
+    equal to ``x.shape[0]`` or 1), both float32 or both float64. Hugging Face's cos/sin repeat every
+    frequency (``[B, T, r]``, ``cat(freqs, freqs)``): pass ``cos[..., : r // 2]``. Because the two forms
+    cannot be told apart by shape when :math:`r < d_h`, a ``cos`` narrower than ``x.shape[-1] / 2`` is
+    accepted only with ``rotary_dim`` given.
 
-    The half layout is computed as ``y = x * [cos, cos]``, then ``y_1 -= x_2 sin`` and ``y_2 += x_1 sin``
-    in place, with no ``rotate_half`` copy and no ``cat``; the interleaved layout is one complex
-    multiplication :math:`(x_{2c} + i x_{2c+1}) e^{i p \theta_c}`. Both read ``x`` and write the result with
-    few passes over memory (``benchmarks/rope_speed.py`` measures them against ``clone()``). When autograd
-    records (an input requires grad), the same arithmetic runs out of place so that it can be differentiated.
+    The result has ``x``'s dtype; a bfloat16 or float16 ``x`` is rotated in ``cos``'s dtype and rounded
+    once at the end. The half layout is computed as ``y = x * [cos, cos]``, then ``y_1 -= x_2 sin`` and
+    ``y_2 += x_1 sin`` in place, with no ``rotate_half`` copy and no ``cat``; the interleaved layout is one
+    complex multiplication :math:`(x_{2c} + i x_{2c+1}) e^{i p \theta_c}`. Both read ``x`` and write the
+    result with few passes over memory (``benchmarks/rope_speed.py`` measures them against ``clone()``). When
+    autograd records, under ``torch.func`` transforms and under ``torch.compile``, the same arithmetic runs
+    out of place.
+
+    Args:
+        x: ``[..., T, D]`` (``seq_dim=-2``) or ``[B, T, H, D]`` (``seq_dim=-3``), floating point.
+        cos: cosines, ``[T, r/2]`` or ``[B, T, r/2]``.
+        sin: sines, the same shape, dtype and device as ``cos``.
+        layout: ``"half"`` or ``"interleaved"``.
+        rotary_dim: :math:`r`, the number of leading dimensions rotated (default ``D``).
+        seq_dim: the axis of ``x`` that holds the sequence: ``-2`` or ``-3``.
+
+    Raises:
+        ValueError: shapes that do not fit together (the message gives the expected ones).
+        TypeError: a tensor of the wrong dtype, or ``cos`` and ``sin`` of different dtypes.
     """
     check_floating_tensor("x", x)
     check_floating_tensor("cos", cos)
     check_floating_tensor("sin", sin)
     check_choice("layout", layout, ROPE_LAYOUTS)
-    half = cos.shape[-1]
-    rotary_dim = 2 * half
-    if cos.shape != sin.shape or cos.ndim != 2 or cos.shape[0] != x.shape[-2] or rotary_dim > x.shape[-1]:
-        raise ValueError(
-            "cos and sin must both have shape [T, r/2] with T = x.shape[-2] and r <= x.shape[-1]; got "
-            f"cos {tuple(cos.shape)}, sin {tuple(sin.shape)}, x {tuple(x.shape)}"
+    seq_dim = _check_seq_dim(seq_dim, x)
+    rotary_dim = _check_rotary_dim(rotary_dim, x.shape[-1])
+    half = rotary_dim // 2
+    if cos.dtype != sin.dtype or cos.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"cos and sin must both be float32 or both float64, got {cos.dtype} and {sin.dtype}")
+    if cos.device != x.device or sin.device != x.device:
+        raise ValueError(f"cos, sin and x must be on one device, got {cos.device}, {sin.device}, {x.device}")
+    seq_len = x.shape[seq_dim]
+    batch_ok = cos.ndim == 2 or (cos.ndim == 3 and x.ndim + seq_dim >= 1 and cos.shape[0] in (1, x.shape[0]))
+    if cos.shape != sin.shape or not batch_ok or cos.shape[-2:] != (seq_len, half):
+        expected = f"[T, r/2] = [{seq_len}, {half}]"
+        if x.ndim + seq_dim >= 1:
+            expected += f" or [B, T, r/2] with B = x.shape[0] = {x.shape[0]} or 1"
+        hint = (
+            " (Hugging Face's cos/sin repeat each frequency twice: pass cos[..., :r/2], and rotary_dim=r "
+            "for a partial rotary)"
+            if cos.shape[-1] in (rotary_dim, 2 * half) and cos.shape[-1] != half
+            else ""
         )
-    compute_dtype = cos.dtype
+        raise ValueError(
+            f"cos and sin must have shape {expected}, one entry per position and pair, for x of shape "
+            f"{tuple(x.shape)}, seq_dim={seq_dim} and rotary_dim={rotary_dim}; got cos {tuple(cos.shape)} "
+            f"and sin {tuple(sin.shape)}{hint}"
+        )
+    cos, sin = _broadcast_to_x(cos, x, seq_dim), _broadcast_to_x(sin, x, seq_dim)
+    compute_dtype = torch.promote_types(x.dtype, cos.dtype)
     x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
-    if torch.is_grad_enabled() and (x.requires_grad or cos.requires_grad or sin.requires_grad):
-        # Out-of-place ops that autograd can differentiate (training); the same arithmetic as below.
+    if not _fast_path_allowed(x, cos, sin):
         if layout == "half":
             x1, x2 = x_rot[..., :half].to(compute_dtype), x_rot[..., half:].to(compute_dtype)
             rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
         else:
-            product = _complex_pairs(x_rot.to(compute_dtype)) * torch.complex(cos, sin)
-            rotated = torch.view_as_real(product).flatten(-2)
+            x1, x2 = x_rot[..., 0::2].to(compute_dtype), x_rot[..., 1::2].to(compute_dtype)
+            rotated = torch.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).flatten(-2)
         return torch.cat([rotated.to(x.dtype), x_pass], dim=-1)
     out = torch.empty(x.shape, dtype=compute_dtype, device=x.device)
     if rotary_dim < x.shape[-1]:
@@ -218,37 +273,20 @@ def rotate_with_cos_sin(
     return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
-def _complex_pairs(t: torch.Tensor) -> torch.Tensor:
-    """Read ``[..., r]`` as complex ``[..., r/2]``, pairs ``(t_2c, t_2c+1)``; copy only if no view exists."""
-    pairs = t.unflatten(-1, (-1, 2))
-    try:
-        return torch.view_as_complex(pairs)
-    except RuntimeError:  # strides that no complex view can express (e.g. a transposed input)
-        return torch.view_as_complex(pairs.contiguous())
-
-
-def _check_rotary_dim(rotary_dim: int | None, dim: int) -> int:
-    if rotary_dim is None:
-        return dim
-    rotary_dim = check_even_positive_int("rotary_dim", rotary_dim)
-    if rotary_dim > dim:
-        raise ValueError(f"rotary_dim must be an even integer in [2, D] = [2, {dim}], got {rotary_dim}")
-    return rotary_dim
-
-
 class RotaryEmbedding(PositionalEncoding):
-    r"""RoPE as a module, with a cosine/sine cache that grows with the sequence (Su et al. 2021).
+    r"""RoPE as a module (Su et al. 2021), for any positions, with memory proportional to the tokens.
 
-    The cache holds :math:`\cos(p\theta_c)` and :math:`\sin(p\theta_c)` for positions ``0 .. n-1`` (angles in
-    float64, stored in float32) and doubles whenever a larger position is asked for, so a model can run on
-    sequences longer than any seen before without a fixed maximum. The cache is a plain attribute, not a
-    buffer: ``module.to(torch.bfloat16)`` cannot round it (a known source of error in models whose
-    ``inv_freq`` buffer is cast with the weights, transformers #25681), and it moves to the device of the
-    input on use.
+    Each call forms the angles of the positions it is given, in float64, and casts their cosines and sines
+    to the compute dtype: no table sized by the largest position, so decoding one token at position
+    :math:`2^{31} - 1` costs what it costs at position 0, and a model can run past any length seen before.
+    The frequencies are a plain float64 attribute, not a buffer: ``module.to(torch.bfloat16)`` cannot round
+    them (a known source of error in models whose ``inv_freq`` buffer is cast with the weights,
+    transformers #25681), and the module has no state that depends on the device, so one instance serves
+    every layer of a model (:class:`posenc_lib.transformer.TinyDecoder` shares one).
 
-    ``forward(x, offset)`` rotates ``x`` (``[..., T, d_h]``) as positions ``offset .. offset+T-1``, which is
-    what a decoder with a KV cache needs when it rotates one new token at position ``offset``. ``rotate`` is
-    the hook used by :class:`posenc_lib.transformer.MultiHeadAttention`.
+    ``forward(x, positions)`` rotates ``x``; ``forward(x, offset=t)`` rotates ``x`` (``[..., T, d_h]``) as
+    positions ``t .. t+T-1``, which is what a decoder with a KV cache needs when it rotates one new token at
+    position ``t``. ``rotate`` is the hook used by :class:`posenc_lib.transformer.MultiHeadAttention`.
 
     Args:
         dim: head width :math:`d_h` (even).
@@ -258,7 +296,6 @@ class RotaryEmbedding(PositionalEncoding):
         inv_freq: explicit frequencies of length ``r/2`` (for instance scaled ones from
             :func:`posenc_lib.rope_scaling.rope_frequencies`); overrides ``base``.
         attention_factor: factor on cosine and sine (YaRN, LongRoPE).
-        initial_cache_size: number of positions cached at first use.
     """
 
     def __init__(
@@ -270,7 +307,6 @@ class RotaryEmbedding(PositionalEncoding):
         rotary_dim: int | None = None,
         inv_freq: torch.Tensor | None = None,
         attention_factor: float = 1.0,
-        initial_cache_size: int = 256,
     ) -> None:
         super().__init__()
         self.dim = check_even_positive_int("dim", dim)
@@ -287,69 +323,58 @@ class RotaryEmbedding(PositionalEncoding):
                     f"inv_freq must have shape [rotary_dim // 2] = [{self.rotary_dim // 2}], "
                     f"got {tuple(inv_freq.shape)}"
                 )
+            if inv_freq.device.type != "meta":
+                _check_finite("inv_freq", inv_freq)
         self.inv_freq = inv_freq.detach().to(dtype=torch.float64, device="cpu")
-        self.initial_cache_size = check_non_negative_int("initial_cache_size", initial_cache_size)
-        self._cos: torch.Tensor | None = None
-        self._sin: torch.Tensor | None = None
-
-    @property
-    def cache_size(self) -> int:
-        """Number of positions whose cosines and sines are cached (0 before first use)."""
-        return 0 if self._cos is None else self._cos.shape[0]
 
     def cos_sin(
-        self, positions: torch.Tensor, device: torch.device | None = None
-    ) -> tuple[torch.Tensor, ...]:
-        """Return float32 ``(cos, sin)`` of shape ``[len(positions), r/2]`` for non-negative ``positions``."""
-        check_integer_tensor("positions", positions)
-        if positions.ndim != 1:
-            raise ValueError(f"positions must be a 1-D tensor, got shape {tuple(positions.shape)}")
-        device = positions.device if device is None else device
-        if positions.numel() == 0:
-            empty = torch.empty(0, self.rotary_dim // 2, device=device)
-            return empty, empty
-        lowest, highest = int(positions.min()), int(positions.max())
-        if lowest < 0:
-            raise ValueError(
-                f"positions must be non-negative for the cache, got a smallest position of {lowest}"
-            )
-        self._grow_cache(highest + 1, device)
-        index = positions.to(device)
-        return self._cos[index], self._sin[index]
+        self, positions: torch.Tensor, *, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(cos, sin)`` of shape ``[*positions.shape, r/2]`` in ``dtype`` (angles formed in float64).
 
-    def _grow_cache(self, needed: int, device: torch.device) -> None:
-        size = self.cache_size
-        if size >= needed and self._cos.device == device:
-            return
-        size = max(size, self.initial_cache_size, 1)
-        while size < needed:
-            size *= 2
-        angles = rope_angles(torch.arange(size), self.inv_freq)
-        self._cos = (angles.cos() * self.attention_factor).to(device=device, dtype=torch.float32)
-        self._sin = (angles.sin() * self.attention_factor).to(device=device, dtype=torch.float32)
+        Both include ``attention_factor``; ``positions`` may be ``[T]`` or ``[B, T]``, integer or floating.
+        """
+        check_tensor("positions", positions)
+        angles = rope_angles(positions, self.inv_freq)
+        return (
+            (angles.cos() * self.attention_factor).to(dtype),
+            (angles.sin() * self.attention_factor).to(dtype),
+        )
 
-    def _rotate_at(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        check_floating_tensor("x", x)
+    def _rotate_at(self, x: torch.Tensor, positions: torch.Tensor, seq_dim: int) -> torch.Tensor:
         if x.shape[-1] != self.dim:
             raise ValueError(f"x's last dimension must be dim = {self.dim}, got {x.shape[-1]}")
-        if positions.shape != (x.shape[-2],):
-            raise ValueError(
-                f"positions must be a 1-D tensor of length T = x.shape[-2] = {x.shape[-2]}, "
-                f"got shape {tuple(positions.shape)}"
-            )
-        if x.dtype == torch.float64:  # the float32 cache would limit a float64 input: compute exactly
-            angles = rope_angles(positions, self.inv_freq.to(positions.device))
-            cos, sin = angles.cos() * self.attention_factor, angles.sin() * self.attention_factor
-        else:
-            cos, sin = self.cos_sin(positions, x.device)
-        return rotate_with_cos_sin(x, cos.to(x.device), sin.to(x.device), layout=self.layout)
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        cos, sin = self.cos_sin(positions.to(x.device), dtype=dtype)
+        return rotate_with_cos_sin(
+            x, cos, sin, layout=self.layout, rotary_dim=self.rotary_dim, seq_dim=seq_dim
+        )
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """Rotate ``x`` (``[..., T, d_h]``) as positions ``offset .. offset + T - 1``."""
-        offset = check_non_negative_int("offset", offset)
-        check_tensor("x", x)
-        positions = torch.arange(offset, offset + x.shape[-2], device=x.device)
-        return self._rotate_at(x, positions)
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        *,
+        offset: int = 0,
+        seq_dim: int = -2,
+    ) -> torch.Tensor:
+        """Rotate ``x`` at ``positions`` (``[T]`` or ``[B, T]``), or at ``offset .. offset + T - 1``.
+
+        Raises:
+            ValueError: both ``positions`` and a non-zero ``offset`` given, or the shapes of
+                :func:`apply_rope`.
+        """
+        check_floating_tensor("x", x)
+        seq_dim = _check_seq_dim(seq_dim, x)
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"offset must be an integer, got {offset!r} of type {type(offset).__name__}")
+        if positions is None:
+            positions = torch.arange(offset, offset + x.shape[seq_dim], device=x.device)
+        elif offset:
+            raise ValueError(f"give either positions or offset, not both (got offset={offset})")
+        else:
+            _check_positions_shape(positions, x, seq_dim)
+        return self._rotate_at(x, positions, seq_dim)
 
     def rotate(
         self,
@@ -358,8 +383,100 @@ class RotaryEmbedding(PositionalEncoding):
         q_positions: torch.Tensor,
         k_positions: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotate queries and keys by their own positions (the attention hook)."""
-        return self._rotate_at(q, q_positions), self._rotate_at(k, k_positions)
+        return self._rotate_at(q, q_positions, -2), self._rotate_at(k, k_positions, -2)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, rotary_dim={self.rotary_dim}, layout={self.layout!r}"
+
+
+def _complex_pairs(t: torch.Tensor) -> torch.Tensor:
+    """Read ``[..., r]`` as complex ``[..., r/2]``, pairs ``(t_2c, t_2c+1)``; copy only if no view exists."""
+    pairs = t.unflatten(-1, (-1, 2))
+    try:
+        return torch.view_as_complex(pairs)
+    except RuntimeError:  # strides that no complex view can express (e.g. a transposed input)
+        return torch.view_as_complex(pairs.contiguous())
+
+
+def _fast_path_allowed(*tensors: torch.Tensor) -> bool:
+    """The in-place kernel needs plain tensors: no autograd recording, no functorch wrapper, no compiler."""
+    if torch.compiler.is_compiling():
+        return False
+    if any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def _broadcast_to_x(table: torch.Tensor, x: torch.Tensor, seq_dim: int) -> torch.Tensor:
+    """View a ``[T, r/2]`` or ``[B, T, r/2]`` table so that it broadcasts against ``x``'s rotated part."""
+    if seq_dim == -3:
+        table = table.unsqueeze(-2)  # [..., T, 1, r/2]: the head axis after the sequence
+    if table.ndim == x.ndim or table.ndim == (3 if seq_dim == -2 else 4) - 1:
+        return table
+    # [B, T, r/2] against [B, ..., T, D]: singleton axes between the batch and the sequence
+    between = x.ndim - table.ndim
+    return table.reshape(table.shape[0], *([1] * between), *table.shape[1:])
+
+
+def _check_seq_dim(seq_dim: object, x: torch.Tensor) -> int:
+    check_choice("seq_dim", seq_dim, SEQ_DIMS)
+    if x.ndim < -seq_dim:
+        layout = "[..., T, D]" if seq_dim == -2 else "[B, T, H, D]"
+        raise ValueError(
+            f"x must have shape {layout} (at least {-seq_dim} dimensions) for seq_dim={seq_dim}, "
+            f"got shape {tuple(x.shape)}"
+        )
+    return seq_dim  # type: ignore[return-value]
+
+
+def _check_positions_dtype(positions: object) -> torch.Tensor:
+    positions = check_tensor("positions", positions)
+    if positions.dtype.is_complex or positions.dtype == torch.bool:
+        raise TypeError(
+            f"positions must be an integer or floating-point tensor (torch.int64, torch.float32, ...), "
+            f"got dtype {positions.dtype}"
+        )
+    return positions
+
+
+def _check_positions_shape(positions: object, x: torch.Tensor, seq_dim: int) -> torch.Tensor:
+    """``positions`` must be ``[T]`` or ``[B, T]`` for the sequence axis of ``x``."""
+    positions = _check_positions_dtype(positions)
+    seq_len = x.shape[seq_dim]
+    has_batch = x.ndim + seq_dim >= 1
+    batch_ok = positions.ndim == 1 or (
+        positions.ndim == 2 and has_batch and positions.shape[0] in (1, x.shape[0])
+    )
+    if not batch_ok or positions.shape[-1] != seq_len:
+        expected = f"[T] = [{seq_len}]"
+        if has_batch:
+            expected += f" or [B, T] = [{x.shape[0]}, {seq_len}] (or [1, {seq_len}])"
+        raise ValueError(
+            f"positions must have shape {expected}, T being x.shape[{seq_dim}]; "
+            f"got shape {tuple(positions.shape)} for x of shape {tuple(x.shape)}"
+        )
+    return positions
+
+
+def _check_finite(name: str, tensor: torch.Tensor) -> None:
+    """Raise if a floating ``tensor`` holds NaN or infinity.
+
+    Skipped where the values cannot be read without breaking the caller's contract: on the meta device,
+    under ``torch.compile`` (a data-dependent branch breaks the graph) and for functorch-wrapped tensors.
+    On a GPU the check synchronises once; it runs in the public functions, not per layer.
+    """
+    if not tensor.dtype.is_floating_point or tensor.device.type == "meta":
+        return
+    if torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(tensor):
+        return
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} must hold finite numbers, got NaN or infinity")
+
+
+def _check_rotary_dim(rotary_dim: int | None, dim: int) -> int:
+    if rotary_dim is None:
+        return dim
+    rotary_dim = check_even_positive_int("rotary_dim", rotary_dim)
+    if rotary_dim > dim:
+        raise ValueError(f"rotary_dim must be an even integer in [2, D] = [2, {dim}], got {rotary_dim}")
+    return rotary_dim

@@ -16,7 +16,14 @@ from transformers.models.gptj.modeling_gptj import create_sinusoidal_positions
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb as llama_apply
 
-from posenc_lib.rope import RotaryEmbedding, apply_rope, rope_angles, rope_permutation, rotate_with_cos_sin
+from posenc_lib.rope import (
+    ROPE_LAYOUTS,
+    RotaryEmbedding,
+    apply_rope,
+    rope_angles,
+    rope_permutation,
+    rotate_with_cos_sin,
+)
 from posenc_lib.rope_scaling import rope_inverse_frequencies
 
 
@@ -227,14 +234,33 @@ def test_float64_input_is_computed_in_float64() -> None:
 
 
 @pytest.mark.parametrize("layout", ["half", "interleaved"])
-def test_module_matches_function_and_cache_grows(layout: str) -> None:
-    rope = RotaryEmbedding(32, layout=layout, initial_cache_size=16)
+def test_module_matches_function_at_any_positions(layout: str) -> None:
+    rope = RotaryEmbedding(32, layout=layout)
     x = _random(2, 3, 40, 32, seed=17)
-    assert rope.cache_size == 0
     assert_close(rope(x), apply_rope(x, layout=layout))
-    assert rope.cache_size == 64
     assert_close(rope(x, offset=1000), apply_rope(x, torch.arange(1000, 1040), layout=layout))
-    assert rope.cache_size == 1024 * 2
+    assert_close(rope(x, offset=-7), apply_rope(x, torch.arange(-7, 33), layout=layout))
+    rows = torch.stack([torch.arange(40), torch.arange(5, 45)])
+    assert_close(rope(x, rows), apply_rope(x, rows, layout=layout))
+    assert [name for name, _ in rope.named_buffers()] == []  # no state that grows with the positions
+
+
+def test_memory_is_proportional_to_tokens_not_to_positions() -> None:
+    """One token at position 2**31 - 1 allocates what one token at position 0 does (a few kB)."""
+    rope = RotaryEmbedding(128)
+    x = _random(1, 8, 1, 128, seed=27)
+
+    def peak_allocation(position: int) -> int:
+        with torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+        ) as p:
+            rope(x, offset=position)
+        return max(event.cpu_memory_usage for event in p.events())
+
+    near, far = peak_allocation(0), peak_allocation(2**31 - 1)
+    assert far == near < 64 * 1024, (near, far)
+    exact = _rope_float64(x[0], torch.tensor([2**31 - 1]), base=10000.0, layout="half")
+    assert (rope(x, offset=2**31 - 1)[0].double() - exact).abs().max() < 2e-6
 
 
 def test_module_decoding_one_token_at_an_offset_equals_rotating_the_sequence() -> None:
@@ -286,8 +312,11 @@ def test_rotate_with_cos_sin_and_angles() -> None:
         ({"rotary_dim": 10}, "rotary_dim"),
         ({"rotary_dim": 0}, "rotary_dim"),
         ({"layout": "neox"}, "layout must be one of 'half', 'interleaved'"),
-        ({"positions": torch.arange(5)}, "positions must be a 1-D tensor of length T"),
-        ({"positions": torch.arange(6)[None]}, "positions must be a 1-D tensor of length T"),
+        ({"positions": torch.arange(5)}, r"positions must have shape \[T\] = \[6\]"),
+        ({"positions": torch.arange(6)[None]}, r"positions must have shape \[T\] = \[6\]"),
+        ({"positions": torch.tensor([0.0, 1, 2, 3, 4, float("nan")])}, "positions must hold finite"),
+        ({"inv_freq": torch.tensor([1.0, float("nan"), 0.1, 0.01])}, "inv_freq must hold finite"),
+        ({"seq_dim": -1}, "seq_dim must be one of -2, -3"),
         ({"base": -1.0}, "base"),
         ({"attention_factor": 0.0}, "attention_factor"),
         ({"inv_freq": torch.ones(3)}, "inv_freq must have shape"),
@@ -299,8 +328,8 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs: dict, message: str)
 
 
 def test_bad_types_raise_type_error() -> None:
-    with pytest.raises(TypeError, match="positions must be an integer tensor"):
-        apply_rope(torch.zeros(3, 4), torch.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises(TypeError, match="positions must be an integer or floating-point tensor"):
+        apply_rope(torch.zeros(3, 4), torch.tensor([True, False, True]))
     with pytest.raises(TypeError, match="x must be a floating-point tensor"):
         apply_rope(torch.zeros(3, 4, dtype=torch.int64))
     with pytest.raises(ValueError, match="last dimension D must be even"):
@@ -309,10 +338,10 @@ def test_bad_types_raise_type_error() -> None:
         rope_permutation(7)
     with pytest.raises(ValueError, match="dim must be a positive integer"):
         RotaryEmbedding(0)
-    with pytest.raises(ValueError, match="offset must be a non-negative integer"):
-        RotaryEmbedding(4)(torch.zeros(2, 4), offset=-1)
-    with pytest.raises(ValueError, match="positions must be non-negative"):
-        RotaryEmbedding(4).cos_sin(torch.tensor([-1, 0]))
+    with pytest.raises(TypeError, match="offset must be an integer"):
+        RotaryEmbedding(4)(torch.zeros(2, 4), offset=1.5)
+    with pytest.raises(ValueError, match="either positions or offset"):
+        RotaryEmbedding(4)(torch.zeros(2, 4), torch.arange(2), offset=3)
 
 
 @pytest.mark.parametrize("layout", ["half", "interleaved"])
@@ -333,3 +362,110 @@ def test_module_builds_under_the_meta_device() -> None:
         rope = RotaryEmbedding(64)
     assert rope.inv_freq.device.type == "cpu"
     assert_close(rope(_random(1, 3, 64, seed=26)), apply_rope(_random(1, 3, 64, seed=26)))
+
+
+# --- batches of positions, fractional positions, layouts of x -----------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    heads=st.integers(1, 3),
+    seq_len=st.integers(0, 9),
+    dim=st.sampled_from([4, 8, 12]),
+    layout=layouts,
+    seq_dim=st.sampled_from([-2, -3]),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16]),
+    floating=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_batched_positions_equal_one_call_per_row(
+    batch: int,
+    heads: int,
+    seq_len: int,
+    dim: int,
+    layout: str,
+    seq_dim: int,
+    dtype: torch.dtype,
+    floating: bool,
+    seed: int,
+) -> None:
+    """Positions ``[B, T]`` (one row per batch element) equal a loop over rows with 1-D positions."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, heads, seq_len, dim) if seq_dim == -2 else (batch, seq_len, heads, dim)
+    x = torch.randn(shape, generator=generator).to(dtype)
+    positions = torch.randint(-(2**31), 2**31, (batch, seq_len), generator=generator)
+    if floating:
+        positions = positions.to(torch.float64) / 3.0
+    rotary_dim = dim // 2 if dim % 4 == 0 else dim
+    out = apply_rope(x, positions, layout=layout, rotary_dim=rotary_dim, seq_dim=seq_dim)
+    assert out.dtype == dtype and out.shape == x.shape and bool(torch.isfinite(out).all())
+    for b in range(batch):
+        row = apply_rope(x[b], positions[b], layout=layout, rotary_dim=rotary_dim, seq_dim=seq_dim)
+        assert_close(out[b], row, atol=0, rtol=0)
+
+
+def test_fractional_positions_are_position_interpolation() -> None:
+    """Rotating at p / s equals rotating at p with every frequency divided by s (Chen et al. 2023)."""
+    x = _random(2, 4, 64, 32, seed=30, dtype=torch.float64)
+    positions, factor = torch.arange(64), 4.0
+    by_positions = apply_rope(x, positions / factor)
+    by_frequencies = apply_rope(x, positions, inv_freq=rope_inverse_frequencies(32) / factor)
+    assert_close(by_positions, by_frequencies, atol=1e-12, rtol=0)
+
+
+def test_seq_dim_minus_3_equals_transposing() -> None:
+    x = _random(2, 50, 4, 16, seed=31)  # [B, T, H, D]
+    positions = torch.randint(0, 10**6, (2, 50), generator=torch.Generator().manual_seed(0))
+    for layout in ROPE_LAYOUTS:
+        expected = apply_rope(x.transpose(1, 2), positions, layout=layout).transpose(1, 2)
+        assert_close(apply_rope(x, positions, layout=layout, seq_dim=-3), expected, atol=0, rtol=0)
+        module = RotaryEmbedding(16, layout=layout)
+        assert_close(module(x, positions, seq_dim=-3), expected, atol=0, rtol=0)
+
+
+def test_works_under_vmap_meta_and_compile() -> None:
+    x = _random(3, 2, 7, 8, seed=32)
+    positions = torch.arange(21).reshape(3, 7) * 1000
+    expected = apply_rope(x, positions)
+    # these paths compute out of place: equal to the in-place kernel up to float32 rounding
+    with torch.no_grad():  # the in-place fast path must step aside for vmap
+        for layout in ROPE_LAYOUTS:
+            mapped = torch.func.vmap(lambda xi, pi, lay=layout: apply_rope(xi, pi, layout=lay))(x, positions)
+            assert_close(mapped, apply_rope(x, positions, layout=layout), atol=1e-6, rtol=0)
+    meta = apply_rope(x.to("meta"), positions.to("meta"), layout="interleaved")
+    assert meta.device.type == "meta" and meta.shape == x.shape
+    assert RotaryEmbedding(8)(x.to("meta"), offset=5).shape == x.shape
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda t, p: apply_rope(t, p), fullgraph=True, backend="eager")
+    assert_close(compiled(x, positions), expected, atol=1e-6, rtol=0)
+    module = RotaryEmbedding(8, layout="interleaved")
+    compiled_module = torch.compile(lambda t, p: module(t, p), fullgraph=True, backend="eager")
+    assert_close(
+        compiled_module(x, positions), apply_rope(x, positions, layout="interleaved"), atol=1e-6, rtol=0
+    )
+
+
+def test_rotate_with_cos_sin_rejects_hugging_face_shaped_tables() -> None:
+    """Hugging Face's cos/sin repeat each frequency ([T, r]); read as [T, r/2] they would be wrong."""
+    x = _random(1, 2, 6, 16, seed=33)
+    config = LlamaConfig(hidden_size=32, num_attention_heads=2)
+    cos, sin = LlamaRotaryEmbedding(config)(x, torch.arange(6)[None])  # [1, 6, 16]
+    with pytest.raises(ValueError, match="repeat each frequency twice"):
+        rotate_with_cos_sin(x, cos[0], sin[0])
+    with pytest.raises(ValueError, match="cos and sin must have shape"):
+        rotate_with_cos_sin(x, cos[0, :, :4], sin[0, :, :4])  # a partial table needs rotary_dim
+    assert_close(rotate_with_cos_sin(x, cos[..., :8], sin[..., :8]), apply_rope(x), atol=1e-6, rtol=0)
+    partial = rope_angles(torch.arange(6), rope_inverse_frequencies(8))
+    assert_close(
+        rotate_with_cos_sin(x, partial.cos().float(), partial.sin().float(), rotary_dim=8),
+        apply_rope(x, rotary_dim=8),
+    )
+    with pytest.raises(TypeError, match="cos and sin must both be float32 or both float64"):
+        rotate_with_cos_sin(x, cos[0, :, :8], sin[0, :, :8].double())
+
+
+def test_empty_inputs_give_empty_outputs() -> None:
+    for layout in ROPE_LAYOUTS:
+        assert apply_rope(torch.zeros(2, 0, 8), layout=layout).shape == (2, 0, 8)
+        assert RotaryEmbedding(8, layout=layout)(torch.zeros(1, 0, 8), offset=2**31).shape == (1, 0, 8)
