@@ -48,10 +48,15 @@ Every type also accepts ``rope_type`` (or the older key ``type``, which transfor
 * ``longrope``'s ``factor`` (Phi-3: ``max_position_embeddings / original_max_position_embeddings``) is
   needed only to derive ``attention_factor``; Hugging Face computes it from the model config when it is
   missing, here it must be given unless ``attention_factor`` is.
-* ``rope_theta``, if present, must equal ``base`` (a :class:`ValueError` otherwise): pass
-  ``base=scaling["rope_theta"]``. Overriding ``base`` silently would hide a mismatch.
-* ``partial_rotary_factor`` is checked (a number in (0, 1]) and otherwise ignored: ``dim`` is the rotary
-  dimension itself, ``int(head_dim * partial_rotary_factor)``, as Hugging Face computes it.
+* ``rope_theta`` is the base when ``base`` is not passed (``base=None``, the default; 10000 when the dict
+  has no ``rope_theta`` either), so a transformers 5.x ``rope_parameters`` dict is enough on its own. A
+  ``base`` passed as well must equal it (a :class:`ValueError` otherwise): overriding one with the other
+  silently would hide a mismatch.
+* ``dim`` is always the rotated width :math:`r`. A ``partial_rotary_factor`` other than 1 is a
+  :class:`ValueError`, because this function cannot tell whether ``dim`` already has it applied (Hugging
+  Face's ``int(head_dim * partial_rotary_factor)``) or not: compute :math:`r` and drop the key, or build a
+  :class:`posenc_lib.rope_spec.RopeSpec` from the model's config, which reads the head width and applies the
+  factor (also ``rotary_pct`` of GPT-NeoX configs).
 * A key that the type does not use is a :class:`ValueError` (Hugging Face only logs it): an ignored key
   could change what the real model computes, e.g. Phi-3.5-MoE's ``short_mscale``/``long_mscale``, which its
   own rotary module applies. An optional key set to ``None`` counts as absent, as in Hugging Face.
@@ -80,6 +85,8 @@ from posenc_lib._validation import (
 )
 
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope")
+# The base of RoFormer (Su et al. 2021) and of most configs that leave ``rope_theta`` out.
+_DEFAULT_BASE = 10000.0
 
 
 def _check_base(value: object) -> float:
@@ -553,7 +560,7 @@ def _scaling_rope_type(scaling: Mapping[str, object]) -> str:
 def rope_frequencies(
     dim: int,
     *,
-    base: float = 10000.0,
+    base: float | None = None,
     scaling: Mapping[str, object] | None = None,
     seq_len: int | None = None,
 ) -> tuple[torch.Tensor, float]:
@@ -563,14 +570,17 @@ def rope_frequencies(
     ``"default"``), :func:`linear_scaling`, :func:`dynamic_ntk_scaling`, :func:`yarn_scaling`,
     :func:`llama3_scaling` or :func:`longrope_scaling`, passing the dict's keys as keyword arguments. The
     module docstring lists the keys of each type and where this differs from Hugging Face
-    (``original_max_position_embeddings`` always comes from the dict, ``rope_theta`` must equal ``base``,
-    unknown keys are errors). Matches ``ROPE_INIT_FUNCTIONS[rope_type]`` of transformers 5.18 and, for
-    ``default``, ``LlamaRotaryEmbedding.compute_default_rope_parameters``.
+    (``original_max_position_embeddings`` always comes from the dict, ``dim`` is the rotated width, unknown
+    keys are errors). Matches ``ROPE_INIT_FUNCTIONS[rope_type]`` of transformers 5.18 and, for
+    ``default``, ``LlamaRotaryEmbedding.compute_default_rope_parameters``. To start from a whole model
+    config (head width, partial rotary, base and scaling read for you), use
+    :meth:`posenc_lib.rope_spec.RopeSpec.from_config`.
 
     Args:
-        dim: Rotated width :math:`d_h` (:math:`r` with partial rotary), even:
-            ``int(head_dim * partial_rotary_factor)``.
-        base: Frequency base, the model's ``rope_theta``.
+        dim: Rotated width :math:`r`, even (the head width :math:`d_h` unless the model rotates only part of
+            each head).
+        base: Frequency base :math:`b`. ``None`` (default) takes ``scaling["rope_theta"]``, or 10000 if the
+            dict has none; a number must equal ``scaling["rope_theta"]`` when both are given.
         scaling: ``None`` (plain RoPE) or the scaling dict, e.g. Llama 3.1's ``{"rope_type": "llama3",
             "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
             "original_max_position_embeddings": 8192}``.
@@ -584,13 +594,15 @@ def rope_frequencies(
     Raises:
         TypeError: ``scaling`` is not a dict, or a value has the wrong type.
         ValueError: Unknown ``rope_type``, a missing required key, a key the type does not use,
-            ``rope_theta`` different from ``base``, or a value out of range.
+            ``rope_theta`` different from ``base``, a ``partial_rotary_factor`` other than 1, or a value out
+            of range.
     """
     dim = check_even_positive_int("dim", dim)
-    base = _check_base(base)
+    if base is not None:
+        base = _check_base(base)
     seq_len = _check_optional_seq_len(seq_len)
     if scaling is None:
-        return _default_scaling(dim, base=base)
+        return _default_scaling(dim, base=_DEFAULT_BASE if base is None else base)
     if not isinstance(scaling, Mapping):
         raise TypeError(
             f"scaling must be None or a dict of Hugging Face RoPE parameters, got {type(scaling).__name__}"
@@ -600,15 +612,24 @@ def rope_frequencies(
 
     if scaling.get("rope_theta") is not None:
         rope_theta = check_positive_float("scaling['rope_theta']", scaling["rope_theta"])
-        if rope_theta != base:
+        if base is None:
+            base = _check_base(rope_theta)
+        elif rope_theta != base:
             raise ValueError(
-                f"scaling['rope_theta'] = {rope_theta} differs from base = {base}; "
-                "pass base=scaling['rope_theta']"
+                f"scaling['rope_theta'] = {rope_theta} differs from base = {base}; give one of them "
+                "(base=None takes scaling['rope_theta'])"
             )
+    base = _DEFAULT_BASE if base is None else base
     if scaling.get("partial_rotary_factor") is not None:
         partial = check_positive_float("scaling['partial_rotary_factor']", scaling["partial_rotary_factor"])
         if partial > 1.0:
             raise ValueError(f"scaling['partial_rotary_factor'] must be in (0, 1], got {partial}")
+        if partial != 1.0:
+            raise ValueError(
+                f"scaling['partial_rotary_factor'] = {partial}: rope_frequencies takes the rotated width "
+                "itself as dim, so it cannot apply the factor; pass dim = int(head_dim * "
+                "partial_rotary_factor) without the key, or use posenc_lib.rope_spec.RopeSpec.from_config"
+            )
 
     accepted = ", ".join(repr(key) for key in (*required, *optional, *_COMMON_KEYS))
     for key in scaling:

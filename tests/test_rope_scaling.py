@@ -483,11 +483,17 @@ def test_longrope_matches_phi3_config_with_factor_from_max_position_embeddings(s
     assert math.isclose(theirs[1], math.sqrt(1 + math.log(32) / math.log(4096)))
 
 
-def test_partial_rotary_factor_is_accepted_and_dim_is_the_rotary_dim() -> None:
-    """HF rotates int(head_dim * partial_rotary_factor) dims; our dim is that number."""
+def test_partial_rotary_factor_other_than_1_is_a_value_error_pointing_to_rope_spec() -> None:
+    """dim is the rotated width: a factor in the dict cannot say whether it is applied already, so it is
+    refused (silently ignoring it was the issue's complaint). HF rotates int(128 * 0.5) = 64 dims; dim=64
+    without the key gives its frequencies, and a factor of 1 changes nothing."""
     scaling = {"rope_type": "linear", "factor": 2.0, "partial_rotary_factor": 0.5}
+    with pytest.raises(ValueError, match=r"partial_rotary_factor.*RopeSpec\.from_config"):
+        rope_frequencies(64, scaling=scaling)
     theirs = hf_frequencies(64, 10000.0, scaling, max_position_embeddings=4096, head_dim=128)
-    assert_matches_hf(rope_frequencies(64, scaling=scaling), theirs)
+    without_key = {key: value for key, value in scaling.items() if key != "partial_rotary_factor"}
+    assert_matches_hf(rope_frequencies(64, scaling=without_key), theirs)
+    assert_matches_hf(rope_frequencies(64, scaling={**without_key, "partial_rotary_factor": 1.0}), theirs)
 
 
 def test_rope_theta_equal_to_base_is_accepted() -> None:
@@ -498,6 +504,35 @@ def test_rope_theta_equal_to_base_is_accepted() -> None:
         rtol=0.0,
         atol=0.0,
     )
+
+
+def test_rope_theta_is_the_base_when_base_is_not_passed() -> None:
+    """A transformers 5.x rope_parameters dict is enough on its own; without rope_theta the base is 10000."""
+    parameters = {**LLAMA31, "rope_theta": 500000.0}
+    assert_matches_hf(
+        rope_frequencies(128, scaling=parameters),
+        hf_frequencies(128, 500000.0, LLAMA31, max_position_embeddings=131072),
+    )
+    torch.testing.assert_close(
+        rope_frequencies(128, scaling={"rope_type": "default", "rope_theta": 1e6})[0],
+        rope_inverse_frequencies(128, base=1e6),
+        rtol=0.0,
+        atol=0.0,
+    )
+    torch.testing.assert_close(
+        rope_frequencies(128, scaling=LLAMA31)[0],
+        rope_frequencies(128, base=10000.0, scaling=LLAMA31)[0],
+        rtol=0.0,
+        atol=0.0,
+    )
+    torch.testing.assert_close(rope_frequencies(64)[0], rope_inverse_frequencies(64), rtol=0.0, atol=0.0)
+
+
+def test_rope_theta_different_from_a_passed_base_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match=r"rope_theta.*differs from base = 10000"):
+        rope_frequencies(64, base=10000.0, scaling={**LLAMA31, "rope_theta": 500000.0})
+    with pytest.raises(ValueError, match="base must be a finite number > 1"):
+        rope_frequencies(64, scaling={**LLAMA31, "rope_theta": 1.0})
 
 
 # --- properties -------------------------------------------------------------------------------------------
@@ -713,7 +748,6 @@ def test_unknown_rope_type_is_a_value_error_listing_the_types(rope_type: object)
         (with_entries("linear", foo=1), "'foo'.*accepted: 'factor'"),
         (with_entries("longrope", short_mscale=1.2), "'short_mscale'"),
         (with_entries("linear", original_max_position_embeddings=4096), "'original_max_position_embeddings'"),
-        (with_entries("llama3", rope_theta=500000.0), r"rope_theta.*differs from base = 10000"),
         (with_entries("linear", rope_theta=-1.0), r"rope_theta"),
         (with_entries("linear", partial_rotary_factor=1.5), "partial_rotary_factor"),
         (with_entries("linear", partial_rotary_factor=0.0), "partial_rotary_factor"),
