@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     methods = make_methods(shape, rotary_positions, device)
     times = time_calls(methods, rounds=rounds, warmup=warmup, statistic="median", device=device)
     print(
-        f"torch {torch.__version__} on {device.type}, {torch.get_num_threads()} CPU threads; q and k of shape "
-        f"{list(shape)} float32; position ids [1, {rotary_positions}]"
+        f"torch {torch.__version__} on {device.type}, {torch.get_num_threads()} CPU threads; "
+        f"q and k of shape {list(shape)} float32; position ids [1, {rotary_positions}]"
     )
     for name, seconds in times.items():
         print(f"  {name:16s} {seconds * 1e3:9.3f} ms (median of {rounds} calls)")

@@ -10,6 +10,9 @@ Each module holds one family of encodings, with its formula and paper in the doc
 * :mod:`posenc_lib.alibi`: ALiBi (Press et al. 2022);
 * :mod:`posenc_lib.rope` and :mod:`posenc_lib.rope_scaling`: RoPE (Su et al. 2021) and its context-extension
   variants (Position Interpolation, NTK, YaRN, Llama 3, LongRoPE);
+* :mod:`posenc_lib.rope_spec`: a real model's RoPE read from its config (:class:`RopeSpec`), and
+  :mod:`posenc_lib.hf`: a drop-in ``rotary_emb`` for transformers models, with float64 angles (import it
+  from the module; it is not exported here);
 * :mod:`posenc_lib.xpos`: xPos (Sun et al. 2022); :mod:`posenc_lib.nope`: no positional encoding;
 * :mod:`posenc_lib.transformer`: attention, a Transformer block and a tiny decoder that take any of them;
 * :mod:`posenc_lib.lab`: synthetic tasks, training and evaluation for the length-extrapolation experiments;
@@ -27,7 +30,7 @@ from posenc_lib.device import get_device
 from posenc_lib.lab import evaluate_model, make_task_batch, train_model
 from posenc_lib.learned import LearnedPositionalEmbedding
 from posenc_lib.nope import NoPE
-from posenc_lib.relative import ShawRelativeAttention, pairwise_relative_positions, relative_positions
+from posenc_lib.relative import ShawRelativeEncoding, pairwise_relative_positions, relative_positions
 from posenc_lib.rope import RotaryEmbedding, apply_rope, rope_angles, rope_permutation, rotate_with_cos_sin
 from posenc_lib.rope_scaling import (
     dynamic_ntk_scaling,
@@ -38,6 +41,7 @@ from posenc_lib.rope_scaling import (
     rope_inverse_frequencies,
     yarn_scaling,
 )
+from posenc_lib.rope_spec import RopeSpec, load_rope_configs, rope_layer_types
 from posenc_lib.sinusoidal import (
     SinusoidalPositionalEncoding,
     sinusoid_offset_matrix,
@@ -47,30 +51,33 @@ from posenc_lib.sinusoidal import (
 )
 from posenc_lib.t5 import T5RelativeBias, t5_bucket
 from posenc_lib.transformer import (
+    KVCache,
     MultiHeadAttention,
     TinyDecoder,
     TransformerBlock,
     build_positional_encoding,
     count_positional_parameters,
 )
-from posenc_lib.transformer_xl import TransformerXLRelativeAttention, rel_shift
-from posenc_lib.xpos import XPos, apply_xpos, xpos_scale
+from posenc_lib.transformer_xl import TransformerXLRelativeEncoding, rel_shift
+from posenc_lib.xpos import XPos, apply_xpos, xpos_max_offset, xpos_scale
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ALiBi",
+    "KVCache",
     "LearnedPositionalEmbedding",
     "MultiHeadAttention",
     "NoPE",
     "PositionalEncoding",
+    "RopeSpec",
     "RotaryEmbedding",
-    "ShawRelativeAttention",
+    "ShawRelativeEncoding",
     "SinusoidalPositionalEncoding",
     "T5RelativeBias",
     "TinyDecoder",
     "TransformerBlock",
-    "TransformerXLRelativeAttention",
+    "TransformerXLRelativeEncoding",
     "XPos",
     "alibi_bias",
     "alibi_slopes",
@@ -83,6 +90,7 @@ __all__ = [
     "get_device",
     "linear_scaling",
     "llama3_scaling",
+    "load_rope_configs",
     "longrope_scaling",
     "make_task_batch",
     "pairwise_relative_positions",
@@ -91,6 +99,7 @@ __all__ = [
     "rope_angles",
     "rope_frequencies",
     "rope_inverse_frequencies",
+    "rope_layer_types",
     "rope_permutation",
     "rotate_with_cos_sin",
     "sinusoid_offset_matrix",
@@ -99,6 +108,7 @@ __all__ = [
     "sinusoidal_frequencies",
     "t5_bucket",
     "train_model",
+    "xpos_max_offset",
     "xpos_scale",
     "yarn_scaling",
 ]

@@ -6,6 +6,10 @@ from collections.abc import Iterable
 from numbers import Integral, Real
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
+
+FLOATING_DTYPES = "torch.float32, torch.float64, torch.bfloat16 or torch.float16"
+"""The floating dtypes named in error messages."""
 
 
 def check_positive_int(name: str, value: object) -> int:
@@ -76,8 +80,70 @@ def check_floating_tensor(name: str, value: object) -> torch.Tensor:
     """Raise unless ``value`` is a tensor of a floating dtype."""
     value = check_tensor(name, value)
     if not value.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+        raise TypeError(
+            f"{name} must be a floating-point tensor ({FLOATING_DTYPES}), got dtype {value.dtype}"
+        )
     return value
+
+
+def check_floating_dtype(name: str, value: object) -> torch.dtype:
+    """Return ``value`` if it is a floating ``torch.dtype``, else raise a TypeError naming ``name``."""
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise TypeError(f"{name} must be a floating torch.dtype ({FLOATING_DTYPES}), got {value!r}")
+    return value
+
+
+def values_readable(*tensors: torch.Tensor) -> bool:
+    """Whether the values of ``tensors`` can be read on the host at all.
+
+    They cannot on the meta device, for fake tensors (``torch.export``, shape propagation), under
+    ``torch.compile`` (a branch on a value breaks the graph) and inside ``torch.func`` transforms (``vmap``,
+    ``grad``): value checks are skipped there.
+    """
+    if torch.compiler.is_compiling():
+        return False
+    return not any(
+        tensor.device.type == "meta"
+        or is_fake(tensor)
+        or torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+        for tensor in tensors
+    )
+
+
+def values_on_host(*tensors: torch.Tensor) -> bool:
+    """Whether reading the values of ``tensors`` costs no host-device synchronisation: readable, on the CPU.
+
+    The hooks of :class:`posenc_lib.base.PositionalEncoding` run in every layer on every forward pass; they
+    read values (for a check or to choose a faster path) only where this is true.
+    """
+    return values_readable(*tensors) and all(tensor.device.type == "cpu" for tensor in tensors)
+
+
+def check_finite_tensor(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Raise a ValueError naming ``name`` if the floating tensor ``value`` holds NaN or infinity.
+
+    A value check, for the functions users call directly (frequencies, slopes, scales given as tensors);
+    skipped where :func:`values_readable` is false. On an accelerator it synchronises once.
+    """
+    if value.dtype.is_floating_point and values_readable(value) and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} must hold finite numbers, got NaN or infinity")
+    return value
+
+
+def check_positions_in_range(name: str, positions: torch.Tensor, stop: int, stop_name: str) -> torch.Tensor:
+    """Raise a ValueError unless every entry of the integer tensor ``positions`` lies in ``[0, stop)``.
+
+    A value check, skipped where :func:`values_readable` is false; the message names ``stop_name``, the
+    setting that limits the range (for example ``max_positions`` of a learned table).
+    """
+    if positions.numel() and values_readable(positions):
+        smallest, largest = (int(value) for value in torch.aminmax(positions))
+        if smallest < 0 or largest >= stop:
+            raise ValueError(
+                f"{name} must lie in [0, {stop - 1}] ({stop_name}={stop}), but the largest position asked "
+                f"is {largest} and the smallest {smallest}"
+            )
+    return positions
 
 
 def check_positions_1d(name: str, positions: object) -> torch.Tensor:

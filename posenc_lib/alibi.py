@@ -17,21 +17,18 @@ from posenc_lib.base import PositionalEncoding
 from posenc_lib.relative import pairwise_relative_positions
 
 
-def _slope_exponents(num_heads: int) -> list[float]:
-    """Return ``e_h`` with slope ``m_h = 2 ** e_h``, by the paper's rule for any number of heads."""
-    power_of_two = 2 ** math.floor(math.log2(num_heads))
-    exponents = [-8 * k / power_of_two for k in range(1, power_of_two + 1)]
-    # The remaining heads take every other slope of 2 * power_of_two heads: k = 1, 3, 5, ...
-    exponents += [-8 * k / (2 * power_of_two) for k in range(1, 2 * (num_heads - power_of_two), 2)]
-    return exponents
-
-
 def _alibi_slopes_float64(num_heads: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Return the slopes in float64, each ``2 ** e`` rounded once."""
+    """Return the slopes ``2 ** e_h`` in float64 (within an ulp of the exact value), computed on ``device``.
+
+    The exponents ``e_h = -8 k / p`` (``p`` a power of two) are exact in float64. Computing the slopes on the
+    device, rather than copying a host list there, keeps the attention hook free of host-device copies.
+    """
     num_heads = check_positive_int("num_heads", num_heads)
-    return torch.tensor(
-        [2.0**exponent for exponent in _slope_exponents(num_heads)], dtype=torch.float64, device=device
-    )
+    power_of_two = 2 ** math.floor(math.log2(num_heads))
+    first = torch.arange(1, power_of_two + 1, dtype=torch.float64, device=device) * (-8 / power_of_two)
+    # The remaining heads take every other slope of 2 * power_of_two heads: k = 1, 3, 5, ...
+    odd = 2 * torch.arange(num_heads - power_of_two, dtype=torch.float64, device=device) + 1
+    return torch.pow(2.0, torch.cat((first, odd * (-8 / (2 * power_of_two)))))
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:
@@ -91,7 +88,10 @@ def alibi_bias(
     ``causal=False``: the symmetric :math:`b_{hij} = -m_h |p^q_i - p^k_j|` that x-transformers
     (``AlibiPositionalBias``) uses for encoders; the paper only treats causal language models.
 
-    The products of slopes and distances are computed in float64 and rounded once.
+    The products of slopes and distances are computed in float64 and rounded once. Any integer positions are
+    accepted (only differences enter). A float32 or bfloat16 bias is finite for every distance that int64
+    holds; a float16 one (:class:`ALiBi` with float16 queries) saturates to :math:`\pm\infty` once
+    :math:`m_h |p^q_i - p^k_j| > 65504`, beyond the float16 range.
 
     Args:
         num_heads: number of heads, ``>= 1``.
@@ -146,21 +146,7 @@ class ALiBi(PositionalEncoding):
         q_positions: torch.Tensor,
         k_positions: torch.Tensor,
     ) -> torch.Tensor:
-        """Return the bias ``[1, H, T_q, T_k]`` in the dtype and on the device of ``q``.
-
-        Args:
-            q: queries ``[B, H, T_q, head_dim]`` (only their shape, dtype and device are used).
-            k: keys ``[B, H, T_k, head_dim]`` (only their shape is used).
-            q_positions: 1-D integer tensor of query positions, length ``T_q``.
-            k_positions: 1-D integer tensor of key positions, length ``T_k``.
-
-        Returns:
-            The term to add to the scaled logits.
-
-        Raises:
-            TypeError: if a tensor has the wrong kind of dtype.
-            ValueError: if a shape does not match.
-        """
+        """:func:`alibi_bias`, ``[1, H, T_q, T_k]`` (of ``q`` and ``k`` only shape, dtype, device count)."""
         q, k, q_positions, k_positions = check_attention_inputs(
             q, k, q_positions, k_positions, num_heads=self.num_heads
         )

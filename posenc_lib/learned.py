@@ -14,6 +14,7 @@ from torch import nn
 from posenc_lib._validation import (
     check_embed_inputs,
     check_integer_tensor,
+    check_positions_in_range,
     check_positive_float,
     check_positive_int,
 )
@@ -30,9 +31,15 @@ class LearnedPositionalEmbedding(PositionalEncoding):
     :math:`\mathcal{N}(0, \sigma^2)` with :math:`\sigma` = ``init_std`` = 0.02, the ``initializer_range`` of
     Hugging Face's GPT-2 and BERT configs. The original code differs slightly: OpenAI's GPT-2
     (``src/model.py``) draws ``wpe`` with standard deviation 0.01 (and ``wte`` with 0.02), and Google's BERT
-    uses a normal truncated at two standard deviations, with 0.02. Asking for a position outside
-    :math:`[0, L)` raises a ``ValueError`` that says so, where ``nn.Embedding`` would raise an
-    ``IndexError`` (or a device-side assert on a GPU).
+    uses a normal truncated at two standard deviations, with 0.02.
+
+    Positions follow the rule of :mod:`posenc_lib.base`: the table has rows for :math:`0 \le p < L` only, so
+    a position outside :math:`[0, L)` (a negative one, or one past the last row) raises a ``ValueError`` that
+    names ``max_positions``, where ``nn.Embedding`` would raise an ``IndexError`` (or a device-side
+    assertion on a GPU). The check reads the smallest and largest position: on an accelerator that is one
+    host-device synchronisation per call, once per model call since the table is applied before the first
+    layer. It is skipped where values cannot be read (meta device, ``torch.compile``, ``torch.func``
+    transforms).
 
     Args:
         max_positions: Number of rows :math:`L` (GPT-2: 1024, BERT: 512).
@@ -67,36 +74,15 @@ class LearnedPositionalEmbedding(PositionalEncoding):
 
         Raises:
             TypeError: If ``positions`` is not an integer tensor.
-            ValueError: If a position lies outside the table; the message gives the largest (or smallest)
-                position asked and the table size.
+            ValueError: If a position lies outside the table; the message gives the largest and smallest
+                position asked and ``max_positions``.
         """
         positions = check_integer_tensor("positions", positions)
-        if positions.numel():
-            largest, smallest = int(positions.max()), int(positions.min())
-            if largest >= self.max_positions or smallest < 0:
-                raise ValueError(
-                    f"positions must lie in [0, {self.max_positions - 1}]: the table has "
-                    f"max_positions={self.max_positions} rows, but the largest position asked is {largest} "
-                    f"and the smallest {smallest}. A learned table has no vector past its last row."
-                )
+        check_positions_in_range("positions", positions, self.max_positions, "max_positions")
         return self.weight[positions]
 
     def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        r"""Return :math:`x + P_{\mathrm{positions}}` in the dtype of ``x``.
-
-        The sum is formed in the promoted dtype of ``x`` and the table and rounded once to the dtype of ``x``.
-
-        Args:
-            x: Floating tensor ``[..., T, dim]``.
-            positions: Integer tensor of shape ``[T]`` or ``x.shape[:-1]``.
-
-        Returns:
-            Tensor with the shape and dtype of ``x``.
-
-        Raises:
-            TypeError: If ``x`` is not floating or ``positions`` is not an integer tensor.
-            ValueError: If the shapes do not fit or a position lies outside the table.
-        """
+        """:math:`x + P_p`, summed in the promoted dtype of ``x`` and the table, rounded once to ``x``'s."""
         x, positions = check_embed_inputs(x, positions, self.dim)
         rows = self(positions)
         work_dtype = torch.promote_types(x.dtype, rows.dtype)

@@ -82,7 +82,7 @@ def relative_positions(
     return pairwise_relative_positions(torch.arange(q_len, device=device), torch.arange(k_len, device=device))
 
 
-class ShawRelativeAttention(PositionalEncoding):
+class ShawRelativeEncoding(PositionalEncoding):
     r"""Relative position representations of Shaw, Uszkoreit and Vaswani (2018).
 
     Paper: "Self-Attention with Relative Position Representations" (NAACL 2018). Each attention layer
@@ -106,7 +106,9 @@ class ShawRelativeAttention(PositionalEncoding):
     term multiplies the queries by the :math:`2k+1` rows of the table once (``q @ w_K^T``, shape
     ``[B, H, T_q, 2k+1]``) and gathers entry :math:`c_{ij} + k` for each key; the value term adds each
     probability :math:`\alpha_{ij}` into the bin of its clipped distance (``[B, H, T_q, 2k+1]``) and
-    multiplies the bins by :math:`w^V`. Both are exact rewritings of the sums above.
+    multiplies the bins by :math:`w^V`. Both are exact rewritings of the sums above. Memory is proportional to
+    the number of queries and keys, never to their positions, and any integer positions are accepted
+    (negative or far from 0: only the clipped differences matter).
 
     It follows the paper and its tensor2tensor implementation (``dot_product_attention_relative``). No
     maintained library keeps both terms today, so the tests check this module against a direct :math:`O(T^2)`
@@ -155,21 +157,7 @@ class ShawRelativeAttention(PositionalEncoding):
         q_positions: torch.Tensor,
         k_positions: torch.Tensor,
     ) -> torch.Tensor:
-        r"""Return :math:`q_i \cdot a^K_{ij} / \sqrt{d}`, shape ``[B, H, T_q, T_k]``, in the dtype of ``q``.
-
-        Args:
-            q: queries ``[B, H, T_q, head_dim]``.
-            k: keys ``[B, H, T_k, head_dim]`` (only their number is used).
-            q_positions: 1-D integer tensor of query positions, length ``T_q``.
-            k_positions: 1-D integer tensor of key positions, length ``T_k``.
-
-        Returns:
-            The term to add to the scaled logits.
-
-        Raises:
-            TypeError: if a tensor has the wrong kind of dtype.
-            ValueError: if a shape does not match.
-        """
+        r""":math:`q_i \cdot a^K_{ij} / \sqrt{d}`, ``[B, H, T_q, T_k]`` (of ``k`` only its length is used)."""
         q, k, q_positions, k_positions = check_attention_inputs(
             q, k, q_positions, k_positions, head_dim=self.head_dim
         )
@@ -186,20 +174,7 @@ class ShawRelativeAttention(PositionalEncoding):
         q_positions: torch.Tensor,
         k_positions: torch.Tensor,
     ) -> torch.Tensor:
-        r"""Return :math:`\sum_j \alpha_{ij} a^V_{ij}`, ``[B, H, T_q, head_dim]``, in the dtype of ``probs``.
-
-        Args:
-            probs: attention probabilities :math:`\alpha` ``[B, H, T_q, T_k]``.
-            q_positions: 1-D integer tensor of query positions, length ``T_q``.
-            k_positions: 1-D integer tensor of key positions, length ``T_k``.
-
-        Returns:
-            The term to add to ``probs @ v``.
-
-        Raises:
-            TypeError: if a tensor has the wrong kind of dtype.
-            ValueError: if a shape does not match.
-        """
+        r""":math:`\sum_j \alpha_{ij} a^V_{ij}`, ``[B, H, T_q, head_dim]``."""
         probs = check_floating_tensor("probs", probs)
         index = self.table_index(q_positions, k_positions)
         if probs.dim() != 4 or tuple(probs.shape[2:]) != tuple(index.shape):

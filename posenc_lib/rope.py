@@ -47,9 +47,11 @@ import torch
 from posenc_lib._validation import (
     check_choice,
     check_even_positive_int,
+    check_finite_tensor,
     check_floating_tensor,
     check_positive_float,
     check_tensor,
+    values_on_host,
 )
 from posenc_lib.base import PositionalEncoding
 from posenc_lib.rope_scaling import rope_inverse_frequencies
@@ -99,8 +101,13 @@ def rope_angles(positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor
     check_floating_tensor("inv_freq", inv_freq)
     if inv_freq.ndim != 1:
         raise ValueError(f"inv_freq must be a 1-D tensor of frequencies, got shape {tuple(inv_freq.shape)}")
-    _check_finite("inv_freq", inv_freq)
-    _check_finite("positions", positions)
+    check_finite_tensor("inv_freq", inv_freq)
+    check_finite_tensor("positions", positions)
+    return _angles(positions, inv_freq)
+
+
+def _angles(positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """:func:`rope_angles` without checks, for callers that checked their arguments already."""
     return positions.to(torch.float64).unsqueeze(-1) * inv_freq.to(
         device=positions.device, dtype=torch.float64
     )
@@ -149,7 +156,9 @@ def apply_rope(
     Raises:
         ValueError: odd or too large ``rotary_dim``, unknown ``layout`` or ``seq_dim``, ``positions`` whose
             last axis is not ``T`` or whose batch does not match ``x``, ``inv_freq`` of the wrong length,
-            NaN or infinite positions or frequencies, a non-positive ``base`` or ``attention_factor``.
+            NaN or infinite positions or frequencies (checked when they are on the CPU; on an accelerator
+            the check would make the host wait for the device, so it is skipped there), a non-positive
+            ``base`` or ``attention_factor``.
         TypeError: ``x`` not a floating tensor, ``positions`` neither an integer nor a floating tensor.
     """
     check_floating_tensor("x", x)
@@ -166,7 +175,9 @@ def apply_rope(
         _check_positions_shape(positions, x, seq_dim)
         positions = positions.to(x.device)
     if inv_freq is None:
-        inv_freq = rope_inverse_frequencies(rotary_dim, base=check_positive_float("base", base))
+        inv_freq = rope_inverse_frequencies(
+            rotary_dim, base=check_positive_float("base", base), device=x.device
+        )
     else:
         check_floating_tensor("inv_freq", inv_freq)
         if inv_freq.shape != (rotary_dim // 2,):
@@ -174,7 +185,11 @@ def apply_rope(
                 f"inv_freq must have shape [rotary_dim // 2] = [{rotary_dim // 2}], "
                 f"got {tuple(inv_freq.shape)}"
             )
-    angles = rope_angles(positions, inv_freq)
+        if values_on_host(inv_freq):
+            check_finite_tensor("inv_freq", inv_freq)
+    if positions.dtype.is_floating_point and values_on_host(positions):
+        check_finite_tensor("positions", positions)
+    angles = _angles(positions, inv_freq)
     compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     cos = (angles.cos() * attention_factor).to(compute_dtype)
     sin = (angles.sin() * attention_factor).to(compute_dtype)
@@ -323,8 +338,7 @@ class RotaryEmbedding(PositionalEncoding):
                     f"inv_freq must have shape [rotary_dim // 2] = [{self.rotary_dim // 2}], "
                     f"got {tuple(inv_freq.shape)}"
                 )
-            if inv_freq.device.type != "meta":
-                _check_finite("inv_freq", inv_freq)
+            check_finite_tensor("inv_freq", inv_freq)
         self.inv_freq = inv_freq.detach().to(dtype=torch.float64, device="cpu")
 
     def cos_sin(
@@ -334,8 +348,10 @@ class RotaryEmbedding(PositionalEncoding):
 
         Both include ``attention_factor``; ``positions`` may be ``[T]`` or ``[B, T]``, integer or floating.
         """
-        check_tensor("positions", positions)
-        angles = rope_angles(positions, self.inv_freq)
+        _check_positions_dtype(positions)
+        if positions.dtype.is_floating_point and values_on_host(positions):
+            check_finite_tensor("positions", positions)
+        angles = _angles(positions, self.inv_freq)
         return (
             (angles.cos() * self.attention_factor).to(dtype),
             (angles.sin() * self.attention_factor).to(dtype),
@@ -456,21 +472,6 @@ def _check_positions_shape(positions: object, x: torch.Tensor, seq_dim: int) -> 
             f"got shape {tuple(positions.shape)} for x of shape {tuple(x.shape)}"
         )
     return positions
-
-
-def _check_finite(name: str, tensor: torch.Tensor) -> None:
-    """Raise if a floating ``tensor`` holds NaN or infinity.
-
-    Skipped where the values cannot be read without breaking the caller's contract: on the meta device,
-    under ``torch.compile`` (a data-dependent branch breaks the graph) and for functorch-wrapped tensors.
-    On a GPU the check synchronises once; it runs in the public functions, not per layer.
-    """
-    if not tensor.dtype.is_floating_point or tensor.device.type == "meta":
-        return
-    if torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(tensor):
-        return
-    if not bool(torch.isfinite(tensor).all()):
-        raise ValueError(f"{name} must hold finite numbers, got NaN or infinity")
 
 
 def _check_rotary_dim(rotary_dim: int | None, dim: int) -> int:

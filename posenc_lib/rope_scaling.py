@@ -83,6 +83,7 @@ from posenc_lib._validation import (
     check_positive_float,
     check_positive_int,
 )
+from posenc_lib.sinusoidal import sinusoidal_frequencies
 
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope")
 # The base of RoFormer (Su et al. 2021) and of most configs that leave ``rope_theta`` out.
@@ -130,17 +131,23 @@ def _check_per_pair_factors(name: str, value: object, num_pairs: int) -> torch.T
     return torch.tensor([float(entry) for entry in value], dtype=torch.float64)
 
 
-def rope_inverse_frequencies(dim: int, *, base: float = 10000.0) -> torch.Tensor:
+def rope_inverse_frequencies(
+    dim: int, *, base: float = 10000.0, device: torch.device | str | None = None
+) -> torch.Tensor:
     r"""Unscaled RoPE frequencies :math:`\theta_c = b^{-2c/d_h}`, :math:`c = 0, \dots, d_h/2 - 1`.
 
-    From Su et al. 2021, "RoFormer: Enhanced Transformer with Rotary Position Embedding", eq. (15). Matches
-    ``LlamaRotaryEmbedding.compute_default_rope_parameters`` in transformers (rope_type ``"default"``) and
-    the frequencies of rotary-embedding-torch, which compute the same numbers in float32.
+    From Su et al. 2021, "RoFormer: Enhanced Transformer with Rotary Position Embedding", eq. (15): the
+    frequencies of the sinusoid of Vaswani et al. (2017) over the rotated width, computed by
+    :func:`posenc_lib.sinusoidal.sinusoidal_frequencies` (the one place where :math:`b^{-2c/d}` is written),
+    with the stricter check :math:`b > 1`. Matches ``LlamaRotaryEmbedding.compute_default_rope_parameters``
+    in transformers (rope_type ``"default"``) and the frequencies of rotary-embedding-torch, which compute the
+    same numbers in float32.
 
     Args:
         dim: Rotated width :math:`d_h` (the head width, or the rotated part of it), even.
         base: :math:`b`, the ``rope_theta`` of Hugging Face configs (10000 in the paper,
             500000 in Llama 3).
+        device: Device of the result (computed there, with no copy from the host).
 
     Returns:
         float64 tensor of shape ``[dim // 2]``, decreasing from 1.
@@ -149,10 +156,7 @@ def rope_inverse_frequencies(dim: int, *, base: float = 10000.0) -> torch.Tensor
         TypeError: ``dim`` is not an integer or ``base`` not a number.
         ValueError: ``dim`` is not even and positive, or ``base`` is not a finite number > 1.
     """
-    dim = check_even_positive_int("dim", dim)
-    base = _check_base(base)
-    exponents = torch.arange(0, dim, 2, dtype=torch.float64) / dim
-    return torch.pow(base, -exponents)
+    return sinusoidal_frequencies(check_even_positive_int("dim", dim), base=_check_base(base), device=device)
 
 
 def linear_scaling(dim: int, *, base: float = 10000.0, factor: float) -> tuple[torch.Tensor, float]:

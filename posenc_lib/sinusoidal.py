@@ -18,7 +18,14 @@ Two layouts of the same numbers are in use:
 
 Angles :math:`p\,\theta_c` are formed in float64 and only the result is cast: formed in float32, with
 :math:`\theta_c` rounded to float32 as well, they are off by up to about :math:`10^{-7}\,p\,\theta_c` rad
-(0.05 rad at :math:`p = 10^6`, 0.004 rad at :math:`p = 2^{17}`).
+(0.05 rad at :math:`p = 10^6`, 0.004 rad at :math:`p = 2^{17}`). With float64 angles a float32 result stays
+within about :math:`10^{-6}` of the exact one up to :math:`p = 2^{31}` (integers are exact in float64 up to
+:math:`2^{53}`). Every integer position is accepted, negative ones included, and the encodings are computed
+for the positions asked only: no table grows with the largest position.
+
+:func:`sinusoidal_frequencies` is the one place where posenc_lib computes :math:`b^{-2c/d}`: Transformer-XL's
+relative sinusoid uses it, and RoPE's frequencies :math:`\theta_c = b^{-2c/r}` (Su et al. 2021,
+:func:`posenc_lib.rope_scaling.rope_inverse_frequencies`) are the same numbers.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from posenc_lib._validation import (
     check_choice,
     check_embed_inputs,
     check_even_positive_int,
+    check_floating_dtype,
     check_integer_tensor,
     check_positive_float,
     check_positive_int,
@@ -40,7 +48,9 @@ from posenc_lib.base import PositionalEncoding
 SINUSOIDAL_LAYOUTS = ("interleaved", "concat")
 
 
-def sinusoidal_frequencies(dim: int, *, base: float = 10000.0) -> torch.Tensor:
+def sinusoidal_frequencies(
+    dim: int, *, base: float = 10000.0, device: torch.device | str | None = None
+) -> torch.Tensor:
     r"""Angular frequencies :math:`\theta_c = \mathrm{base}^{-2c/d}`, :math:`c = 0, \dots, d/2 - 1`.
 
     From Vaswani et al. 2017, "Attention Is All You Need", §3.5. The exp/log form found in many
@@ -53,18 +63,22 @@ def sinusoidal_frequencies(dim: int, *, base: float = 10000.0) -> torch.Tensor:
 
     Args:
         dim: Model dimension :math:`d`, even.
-        base: The base of the geometric progression (10000 in the paper).
+        base: The base of the geometric progression (10000 in the paper), a finite number > 0.
+        device: Device of the result. Computed there, so that a caller on an accelerator copies nothing
+            from the host (a blocking copy would make the host wait for the device).
 
     Returns:
-        float64 tensor of shape ``[dim // 2]``, decreasing from 1.
+        float64 tensor of shape ``[dim // 2]``, decreasing from 1 when ``base > 1``.
 
     Raises:
-        ValueError: If ``dim`` is not an even positive integer or ``base`` is not a positive number.
+        TypeError: If ``dim`` is not an integer or ``base`` not a number.
+        ValueError: If ``dim`` is not an even positive integer or ``base`` is not a finite positive number
+            (NaN and infinity included).
     """
     dim = check_even_positive_int("dim", dim)
     base = check_positive_float("base", base)
-    exponents = torch.arange(0, dim, 2, dtype=torch.float64) / dim
-    return base**-exponents
+    exponents = torch.arange(0, dim, 2, dtype=torch.float64, device=device) / dim
+    return torch.pow(base, -exponents)
 
 
 def sinusoidal_encoding_at(
@@ -75,7 +89,7 @@ def sinusoidal_encoding_at(
     layout: str = "interleaved",
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    r"""Sinusoidal encodings of arbitrary integer positions (any shape; negative positions allowed).
+    r"""Sinusoidal encodings of arbitrary integer positions (any shape, any integers, negative ones too).
 
     :math:`PE[p, 2c] = \sin(p\,\theta_c)`, :math:`PE[p, 2c+1] = \cos(p\,\theta_c)` (Vaswani et al. 2017,
     "Attention Is All You Need", §3.5) in the ``"interleaved"`` layout, which matches
@@ -100,9 +114,8 @@ def sinusoidal_encoding_at(
     """
     positions = check_integer_tensor("positions", positions)
     layout = check_choice("layout", layout, SINUSOIDAL_LAYOUTS)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype (torch.float32, ...), got {dtype!r}")
-    frequencies = sinusoidal_frequencies(dim, base=base).to(positions.device)
+    dtype = check_floating_dtype("dtype", dtype)
+    frequencies = sinusoidal_frequencies(dim, base=base, device=positions.device)
     angles = positions.to(torch.float64).unsqueeze(-1) * frequencies
     sines, cosines = angles.sin(), angles.cos()
     if layout == "interleaved":
@@ -207,21 +220,7 @@ class SinusoidalPositionalEncoding(PositionalEncoding):
         return f"dim={self.dim}, base={self.base}, layout={self.layout!r}"
 
     def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        r"""Return :math:`x + PE(\mathrm{positions})` in the dtype of ``x``.
-
-        The sum is formed in at least float32 and rounded once to the dtype of ``x``.
-
-        Args:
-            x: Floating tensor ``[..., T, dim]``.
-            positions: Integer tensor of shape ``[T]`` or ``x.shape[:-1]``.
-
-        Returns:
-            Tensor with the shape and dtype of ``x``.
-
-        Raises:
-            TypeError: If ``x`` is not floating or ``positions`` is not an integer tensor.
-            ValueError: If the shapes do not fit.
-        """
+        """:math:`x + PE(p)`, the sum formed in at least float32 and rounded once to the dtype of ``x``."""
         x, positions = check_embed_inputs(x, positions, self.dim)
         work_dtype = torch.promote_types(x.dtype, torch.float32)
         encoding = sinusoidal_encoding_at(

@@ -75,7 +75,8 @@ def t5_bucket(
     evaluated in float32 exactly as Hugging Face's
     ``transformers.models.t5.modeling_t5.T5Attention._relative_position_bucket`` does (which follows
     Mesh TensorFlow), so the buckets are identical to it. Because of the truncation, distances already share
-    the last bucket a little before ``max_distance``.
+    the last bucket a little before ``max_distance``. Any integer relative positions are accepted: they are
+    differences, so positions far from 0 or negative ones give ordinary buckets.
 
     Hugging Face accepts settings that this function rejects: an odd ``num_buckets`` with
     ``bidirectional=True`` (it silently leaves the last bucket unused), fewer than one exact bucket
@@ -207,21 +208,7 @@ class T5RelativeBias(PositionalEncoding):
         q_positions: torch.Tensor,
         k_positions: torch.Tensor,
     ) -> torch.Tensor:
-        """Return :meth:`bias` (``[1, H, T_q, T_k]``, no scaling) in the dtype of ``q``.
-
-        Args:
-            q: queries ``[B, H, T_q, head_dim]`` (only their shape and dtype are used).
-            k: keys ``[B, H, T_k, head_dim]`` (only their shape is used).
-            q_positions: 1-D integer tensor of query positions, length ``T_q``.
-            k_positions: 1-D integer tensor of key positions, length ``T_k``.
-
-        Returns:
-            The term to add to the logits.
-
-        Raises:
-            TypeError: if a tensor has the wrong kind of dtype.
-            ValueError: if a shape does not match.
-        """
+        """:meth:`bias`, ``[1, H, T_q, T_k]``, not scaled (of ``q`` and ``k`` only shape and dtype count)."""
         q, k, q_positions, k_positions = check_attention_inputs(
             q, k, q_positions, k_positions, num_heads=self.num_heads
         )

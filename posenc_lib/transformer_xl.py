@@ -29,8 +29,10 @@ from posenc_lib._validation import (
     check_positive_float,
     check_positive_int,
     check_tensor,
+    values_on_host,
 )
 from posenc_lib.base import PositionalEncoding
+from posenc_lib.sinusoidal import sinusoidal_encoding_at
 
 
 def rel_shift(scores: torch.Tensor) -> torch.Tensor:
@@ -81,21 +83,12 @@ def rel_shift(scores: torch.Tensor) -> torch.Tensor:
     return skewed[..., 1:, :].reshape(*batch_shape, q_len, k_len)
 
 
-def _relative_sinusoid(distances: torch.Tensor, dim: int, base: float) -> torch.Tensor:
-    """Return the concat-layout sinusoid ``[sin(d w) | cos(d w)]`` of integer distances, in float64."""
-    inverse_frequencies = base ** (
-        -torch.arange(0, dim, 2, dtype=torch.float64, device=distances.device) / dim
-    )
-    angles = distances.to(torch.float64)[:, None] * inverse_frequencies[None, :]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-
 def _is_consecutive(positions: torch.Tensor) -> bool:
-    """Whether ``positions`` is ``p, p + 1, …, p + n - 1`` for some ``p``."""
+    """Whether ``positions`` is ``p, p + 1, …, p + n - 1`` for some ``p`` (reads the values)."""
     return bool(torch.all(positions.diff() == 1))
 
 
-class TransformerXLRelativeAttention(PositionalEncoding):
+class TransformerXLRelativeEncoding(PositionalEncoding):
     r"""The position terms (b), (c) and (d) of Transformer-XL's attention logits (Dai et al. 2019).
 
     Paper: "Transformer-XL: Attentive Language Models Beyond a Fixed-Length Context", section 3.3. For query
@@ -113,15 +106,36 @@ class TransformerXLRelativeAttention(PositionalEncoding):
     concat-layout sinusoid
     :math:`[\sin(\Delta \theta_0), …, \sin(\Delta \theta_{d/2-1}), \cos(\Delta \theta_0), …]` with
     :math:`\theta_c = b^{-2c/d}` over its width :math:`d` (``encoding_dim``; the frequencies of Vaswani et
-    al. 2017), computed in float64 (the paper writes :math:`R_{i-j}` for it).
+    al. 2017, :func:`posenc_lib.sinusoidal.sinusoidal_frequencies`), computed in float64 (the paper writes
+    :math:`R_{i-j}` for it).
 
     Consecutive query and key positions (the usual case, with or without a memory) take the paper's fast
     path: one product of the queries with :math:`\mathrm{PE}\,W_R` for every distance, re-indexed by
     :func:`rel_shift`.
     Transformer-XL only needs distances :math:`\ge 0` (it masks future keys); this module also computes the
     negative distances, down to :math:`-(T_k - 1)` past the queries' offset, so the bias is right for every
-    pair and the module also serves bidirectional attention (XLNet does the same). Other positions fall back
-    to one product per distinct distance and a gather.
+    pair and the module also serves bidirectional attention (XLNet does the same).
+
+    Other positions take a general path that is exact for any integer positions and reads none of their
+    values. The angle-addition formulas split the sinusoid of a difference into the sinusoids of the two
+    positions, :math:`\sin((m - n)\theta_c) = \sin m\theta_c \cos n\theta_c - \cos m\theta_c \sin n\theta_c`
+    and :math:`\cos((m - n)\theta_c) = \cos m\theta_c \cos n\theta_c + \sin m\theta_c \sin n\theta_c`,
+    so with :math:`[A_i | B_i] = (q_i + v)\,W_R` (sine and cosine halves, per head) the position term is
+
+    .. math::
+
+        (q_i + v) \cdot \mathrm{PE}(m_i - n_j)\,W_R = \sum_c
+        (A_{ic} \sin m_i\theta_c + B_{ic} \cos m_i\theta_c) \cos n_j\theta_c
+        + (B_{ic} \sin m_i\theta_c - A_{ic} \cos m_i\theta_c) \sin n_j\theta_c,
+
+    one product of a ``[T_q, d]`` and a ``[d, T_k]`` matrix per head and sequence, where the fast path
+    multiplies ``[T_q, d_h]`` by ``[d_h, T_q + T_k - 1]``: up to :math:`d / d_h` (the number of heads, by
+    default) times the multiplications there, and memory proportional to the number of queries and keys,
+    never to their positions. Telling consecutive positions apart reads their
+    values, which on an accelerator would make the host wait for the device in every layer; so the fast path
+    is taken only where the positions sit on the CPU (:func:`posenc_lib._validation.values_on_host`), and
+    the general path runs on accelerators, on the meta device, under ``torch.compile`` and ``torch.func``
+    transforms. Both give the same bias up to rounding, and an empty query or key set gives an empty bias.
 
     The tests compare this module against a direct loop over :math:`(i, j)` (the transformers library
     removed its Transformer-XL model in version 5).
@@ -184,14 +198,13 @@ class TransformerXLRelativeAttention(PositionalEncoding):
             ValueError: if ``distances`` is not 1-D.
         """
         distances = check_positions_1d("distances", distances)
-        encodings = _relative_sinusoid(distances, self.encoding_dim, self.base)
-        return encodings.to(self.relative_projection.weight.dtype)
+        return self._sinusoid(distances).to(self.relative_projection.weight.dtype)
 
-    def _projected_encodings(self, distances: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        r"""Return :math:`\mathrm{PE}(\Delta)\,W_R` per head, ``[len(distances), H, head_dim]``."""
-        encodings = _relative_sinusoid(distances, self.encoding_dim, self.base).to(dtype)
-        projected = encodings @ self.relative_projection.weight.to(dtype).T
-        return projected.view(-1, self.num_heads, self.head_dim)
+    def _sinusoid(self, positions: torch.Tensor) -> torch.Tensor:
+        """Return the concat-layout sinusoid of integer ``positions`` in float64, ``[len, encoding_dim]``."""
+        return sinusoidal_encoding_at(
+            positions, self.encoding_dim, base=self.base, layout="concat", dtype=torch.float64
+        )
 
     def logit_bias(
         self,
@@ -200,44 +213,56 @@ class TransformerXLRelativeAttention(PositionalEncoding):
         q_positions: torch.Tensor,
         k_positions: torch.Tensor,
     ) -> torch.Tensor:
-        r"""Return terms (b) + (c) + (d) over :math:`\sqrt{d_h}`, ``[B, H, T_q, T_k]``, in ``q``'s dtype.
-
-        Args:
-            q: queries ``[B, H, T_q, head_dim]``.
-            k: keys ``[B, H, T_k, head_dim]``.
-            q_positions: 1-D integer tensor of query positions, length ``T_q``.
-            k_positions: 1-D integer tensor of key positions, length ``T_k``.
-
-        Returns:
-            The term to add to the scaled logits.
-
-        Raises:
-            TypeError: if a tensor has the wrong kind of dtype.
-            ValueError: if a shape does not match.
-        """
+        r"""Terms (b) + (c) + (d) over :math:`\sqrt{d_h}`, ``[B, H, T_q, T_k]``."""
         q, k, q_positions, k_positions = check_attention_inputs(
             q, k, q_positions, k_positions, num_heads=self.num_heads, head_dim=self.head_dim
         )
         compute_dtype = torch.promote_types(q.dtype, self.u.dtype)
-        q_len, k_len = q.shape[2], k.shape[2]
+        consecutive = (
+            q.shape[2] > 0
+            and k.shape[2] > 0
+            and values_on_host(q_positions, k_positions)
+            and _is_consecutive(q_positions)
+            and _is_consecutive(k_positions)
+        )
         q_positions = q_positions.to(device=q.device, dtype=torch.int64)
         k_positions = k_positions.to(device=q.device, dtype=torch.int64)
-
         content_term = torch.einsum("hd,bhjd->bhj", self.u.to(compute_dtype), k.to(compute_dtype))
         q_plus_v = q.to(compute_dtype) + self.v.to(compute_dtype)[None, :, None, :]
-        if _is_consecutive(q_positions) and _is_consecutive(k_positions):
-            # Column c holds distance (offset + q_len - 1) - c; rel_shift puts offset + i - j at [i, j].
-            offset = q_positions[0] - k_positions[0]
-            distances = offset + q_len - 1 - torch.arange(q_len + k_len - 1, device=q.device)
-            per_distance = torch.einsum(
-                "bhid,rhd->bhir", q_plus_v, self._projected_encodings(distances, compute_dtype)
-            )
-            position_term = rel_shift(per_distance)[..., :k_len]
+        if consecutive:
+            position_term = self._position_term_by_rel_shift(q_plus_v, q_positions, k_positions)
         else:
-            distances, index = torch.unique(q_positions[:, None] - k_positions[None, :], return_inverse=True)
-            per_distance = torch.einsum(
-                "bhid,rhd->bhir", q_plus_v, self._projected_encodings(distances, compute_dtype)
-            )
-            position_term = per_distance.gather(-1, index.expand(*per_distance.shape[:2], q_len, k_len))
+            position_term = self._position_term_by_angle_addition(q_plus_v, q_positions, k_positions)
         bias = (content_term[:, :, None, :] + position_term) / math.sqrt(self.head_dim)
         return bias.to(q.dtype)
+
+    def _position_term_by_rel_shift(
+        self, q_plus_v: torch.Tensor, q_positions: torch.Tensor, k_positions: torch.Tensor
+    ) -> torch.Tensor:
+        """The paper's fast path for consecutive positions: one product per distance, then rel_shift."""
+        q_len, k_len = q_positions.shape[0], k_positions.shape[0]
+        # Column c holds distance (offset + q_len - 1) - c; rel_shift puts offset + i - j at [i, j].
+        offset = q_positions[0] - k_positions[0]
+        distances = offset + q_len - 1 - torch.arange(q_len + k_len - 1, device=q_plus_v.device)
+        encodings = self._sinusoid(distances).to(q_plus_v.dtype)
+        projected = encodings @ self.relative_projection.weight.to(q_plus_v.dtype).T
+        per_distance = torch.einsum(
+            "bhid,rhd->bhir", q_plus_v, projected.view(-1, self.num_heads, self.head_dim)
+        )
+        return rel_shift(per_distance)[..., :k_len]
+
+    def _position_term_by_angle_addition(
+        self, q_plus_v: torch.Tensor, q_positions: torch.Tensor, k_positions: torch.Tensor
+    ) -> torch.Tensor:
+        """The general path, exact for any positions and free of value reads (see the class docstring)."""
+        dtype, half = q_plus_v.dtype, self.encoding_dim // 2
+        weight = self.relative_projection.weight.to(dtype).view(self.num_heads, self.head_dim, -1)
+        projected = torch.einsum("bhid,hde->bhie", q_plus_v, weight)  # [A | B]: [B, H, T_q, d]
+        sine_half, cosine_half = projected[..., :half], projected[..., half:]
+        query_sinusoid = self._sinusoid(q_positions).to(dtype)
+        sin_m, cos_m = query_sinusoid[:, :half], query_sinusoid[:, half:]
+        times_sin_n = cosine_half * sin_m - sine_half * cos_m
+        times_cos_n = sine_half * sin_m + cosine_half * cos_m
+        # [sin n | cos n] is the keys' concat-layout sinusoid: one product per head and sequence.
+        key_sinusoid = self._sinusoid(k_positions).to(dtype)
+        return torch.cat((times_sin_n, times_cos_n), dim=-1) @ key_sinusoid.T

@@ -22,27 +22,54 @@ measure the scale's exponent from a centre :math:`p_0` (a position): queries get
 so it changes the scaled vectors but never the attention scores, as long as queries and keys share it.
 rotary-embedding-torch (``use_xpos=True``) uses positions :math:`0, \dots, T-1` with
 :math:`p_0 = \lfloor T/2 \rfloor`; torchscale's ``XPOS`` uses :math:`p_0 = \lceil T/2 \rceil` (the two
-differ by one for odd :math:`T`). Even centred, the float32 scale overflows once
-:math:`|p - p_0| > 512 \ln(3.4 \cdot 10^{38}) / \ln(1.4/0.4) \approx 36\,000`.
+differ by one for odd :math:`T`). The default centre here is the middle of the positions actually given,
+:math:`p_0 = \lfloor (\min p + \max p + 1)/2 \rfloor` over queries and keys together, which is
+:math:`\lfloor T/2 \rfloor` for positions :math:`0, \dots, T-1` and keeps a short window finite wherever it
+lies (positions near :math:`2^{31}`, or negative ones). The exponent :math:`(p - p_0)/\gamma` is formed in
+float64 from exact integers.
+
+Limit. The largest and smallest scales are :math:`\zeta_0^{\mp|p - p_0|/\gamma}` with
+:math:`\zeta_0 = 2/7`, so the scale is a normal number of the input's dtype only for
+
+.. math::
+
+    |p - p_0| \le L = \left\lfloor \gamma \, \frac{\ln(1/\mathrm{tiny})}{\ln(7/2)} \right\rfloor,
+
+``tiny`` the dtype's smallest normal number: :math:`L` = 35 694 for float32 and bfloat16, 3 966 for float16
+and 289 519 for float64 (:math:`\gamma = 512`). With the default centre, any window of up to :math:`2L + 1`
+positions works, wherever it lies. Past :math:`L` the scaled vectors would be infinite or lose their digits,
+and the attention scores with them, so :func:`apply_xpos` raises a ``ValueError`` naming the positions (no
+clamp: clamping the exponent would change the scores silently). :meth:`XPos.rotate`, the attention hook,
+makes the same check where the positions sit on the CPU; on an accelerator it reads no values (that would
+make the host wait for the device in every layer), so keep the positions of one call within :math:`2L + 1`
+there, or check them once with :func:`apply_xpos`.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from numbers import Integral
 
 import torch
 
 from posenc_lib._validation import (
     check_even_positive_int,
+    check_floating_dtype,
     check_floating_tensor,
     check_integer_tensor,
     check_positive_float,
+    values_on_host,
+    values_readable,
 )
 from posenc_lib.base import PositionalEncoding
 from posenc_lib.rope import apply_rope
 
+_SLOWEST_DECAY_LOG = math.log(3.5)
+r""":math:`\ln(1/\zeta_0)`: pair 0 has the smallest rate, :math:`\zeta_0 = 0.4 d_h / (1.4 d_h) = 2/7`."""
 
-def xpos_zeta(dim: int) -> torch.Tensor:
+
+def xpos_zeta(dim: int, *, device: torch.device | str | None = None) -> torch.Tensor:
     r"""The per-pair decay rates :math:`\zeta_c = (2c + 0.4\,d_h)/(1.4\,d_h)` for pairs :math:`c < d_h/2`.
 
     Sun et al. 2022, "A Length-Extrapolatable Transformer", §3.2; the same numbers as the ``scale`` buffer of
@@ -50,6 +77,7 @@ def xpos_zeta(dim: int) -> torch.Tensor:
 
     Args:
         dim: Head width :math:`d_h`, even.
+        device: Device of the result (computed there, with no copy from the host).
 
     Returns:
         float64 tensor of shape ``[dim // 2]``, increasing from :math:`0.4/1.4` towards 1.
@@ -58,7 +86,29 @@ def xpos_zeta(dim: int) -> torch.Tensor:
         ValueError: If ``dim`` is not an even positive integer.
     """
     dim = check_even_positive_int("dim", dim)
-    return (torch.arange(0, dim, 2, dtype=torch.float64) + 0.4 * dim) / (1.4 * dim)
+    return (torch.arange(0, dim, 2, dtype=torch.float64, device=device) + 0.4 * dim) / (1.4 * dim)
+
+
+def xpos_max_offset(*, scale_base: float = 512.0, dtype: torch.dtype = torch.float32) -> int:
+    r"""The largest :math:`|p - p_0|` for which every xPos scale is a normal number of ``dtype``.
+
+    :math:`L = \lfloor \gamma \ln(1/\mathrm{tiny}) / \ln(7/2) \rfloor` (see the module docstring): 35 694
+    for float32 and bfloat16, 3 966 for float16, 289 519 for float64, with :math:`\gamma = 512`.
+
+    Args:
+        scale_base: :math:`\gamma`, a finite number > 0.
+        dtype: The floating dtype of the queries or keys.
+
+    Returns:
+        :math:`L`, a non-negative integer.
+
+    Raises:
+        TypeError: If ``dtype`` is not a floating dtype.
+        ValueError: If ``scale_base`` is not a finite positive number.
+    """
+    scale_base = check_positive_float("scale_base", scale_base)
+    dtype = check_floating_dtype("dtype", dtype)
+    return math.floor(scale_base * -math.log(torch.finfo(dtype).tiny) / _SLOWEST_DECAY_LOG)
 
 
 def xpos_scale(dim: int, positions: torch.Tensor, *, scale_base: float = 512.0) -> torch.Tensor:
@@ -67,10 +117,11 @@ def xpos_scale(dim: int, positions: torch.Tensor, *, scale_base: float = 512.0) 
     Sun et al. 2022, "A Length-Extrapolatable Transformer". The value of pair :math:`c` is repeated for both
     of its members :math:`2c` and :math:`2c+1`, like ``RotaryEmbedding.get_scale`` in rotary-embedding-torch.
     Positions are used as given: pass them already centred (:func:`apply_xpos` does), and negated for keys.
+    The exponent is formed in float64.
 
     Args:
         dim: Head width :math:`d_h`, even.
-        positions: 1-D integer tensor of (signed) positions :math:`p`.
+        positions: 1-D integer tensor of (signed, centred) positions :math:`p`.
         scale_base: :math:`\gamma` (512 in the paper).
 
     Returns:
@@ -78,14 +129,23 @@ def xpos_scale(dim: int, positions: torch.Tensor, *, scale_base: float = 512.0) 
 
     Raises:
         TypeError: If ``positions`` is not an integer tensor.
-        ValueError: If ``positions`` is not 1-D, or ``dim`` or ``scale_base`` is not accepted.
+        ValueError: If ``positions`` is not 1-D, ``dim`` or ``scale_base`` is not accepted, or a position
+            lies beyond :func:`xpos_max_offset` for float64 (the scale would not be a normal float64).
     """
-    zeta = xpos_zeta(dim).to(check_integer_tensor("positions", positions).device)
+    check_integer_tensor("positions", positions)
     scale_base = check_positive_float("scale_base", scale_base)
     if positions.ndim != 1:
-        raise ValueError(f"positions must be a 1-D tensor, got shape {list(positions.shape)}")
-    exponents = positions.to(torch.float64).unsqueeze(-1) / scale_base
-    return (zeta**exponents).repeat_interleave(2, dim=-1)
+        raise ValueError(f"positions must be a 1-D integer tensor, got shape {list(positions.shape)}")
+    zeta = xpos_zeta(dim, device=positions.device)
+    positions = positions.to(torch.int64)
+    if values_readable(positions):
+        _check_offsets("positions", positions, 0, scale_base, torch.float64)
+    return _scale(zeta, positions, scale_base)
+
+
+def _scale(zeta: torch.Tensor, exponents: torch.Tensor, scale_base: float) -> torch.Tensor:
+    """``zeta ** (exponents / scale_base)`` in float64, each pair's value repeated for its two members."""
+    return (zeta ** (exponents.to(torch.float64).unsqueeze(-1) / scale_base)).repeat_interleave(2, dim=-1)
 
 
 def apply_xpos(
@@ -110,8 +170,10 @@ def apply_xpos(
     ``RotaryEmbedding(dim, use_xpos=True, xpos_scale_base=scale_base).rotate_queries_and_keys(q, k)`` for
     ``q_positions = k_positions = arange(T)``.
 
-    The arithmetic runs in at least float32 (float64 angles and scales) and the results are rounded once to
-    the dtypes of ``q`` and ``k``.
+    The arithmetic runs in at least float32 (float64 angles and exponents) and the results are rounded once
+    to the dtypes of ``q`` and ``k``. Any integer positions are accepted, negative ones included, as long as
+    they lie within :func:`xpos_max_offset` of the centre (see the module docstring); this function checks
+    that, reading the positions once.
 
     Args:
         q: Queries ``[..., T_q, d_h]``, floating.
@@ -120,9 +182,10 @@ def apply_xpos(
         k_positions: 1-D integer tensor of length ``T_k``.
         base: RoPE frequency base.
         scale_base: :math:`\gamma` (512 in the paper).
-        centre: :math:`p_0`. Default: :math:`\lfloor (\max p + 1)/2 \rfloor` over all query and key
-            positions, which is :math:`\lfloor T/2 \rfloor` for positions ``0 .. T-1``, as in
-            rotary-embedding-torch. Fix it when keys are scaled once and cached while the sequence grows.
+        centre: :math:`p_0`. Default: the middle of the positions given,
+            :math:`\lfloor (\min p + \max p + 1)/2 \rfloor` over all query and key positions, which is
+            :math:`\lfloor T/2 \rfloor` for positions ``0 .. T-1``, as in rotary-embedding-torch. Fix it
+            when keys are scaled once and cached while the sequence grows.
 
     Returns:
         ``(q', k')`` with the shapes and dtypes of ``q`` and ``k``.
@@ -130,8 +193,23 @@ def apply_xpos(
     Raises:
         TypeError: If a tensor has the wrong dtype or ``centre`` is not an integer.
         ValueError: If the shapes do not fit (``d_h`` odd or different for ``q`` and ``k``, positions of the
-            wrong length) or ``base`` or ``scale_base`` is not positive.
+            wrong length), ``base`` or ``scale_base`` is not a finite positive number, or a position lies
+            farther than :func:`xpos_max_offset` from the centre.
     """
+    return _xpos(q, k, q_positions, k_positions, base, scale_base, centre, values_readable)
+
+
+def _xpos(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_positions: torch.Tensor,
+    k_positions: torch.Tensor,
+    base: float,
+    scale_base: float,
+    centre: int | None,
+    can_check_values: Callable[..., bool],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`apply_xpos`, reading the positions for the range check only where ``can_check_values`` says."""
     check_floating_tensor("q", q)
     check_floating_tensor("k", k)
     check_integer_tensor("q_positions", q_positions)
@@ -147,13 +225,44 @@ def apply_xpos(
                 f"{name} must be a 1-D tensor of length {x.shape[-2]} (the sequence axis), "
                 f"got shape {list(positions.shape)}"
             )
+    base = check_positive_float("base", base)
+    scale_base = check_positive_float("scale_base", scale_base)
     centre = _check_centre(centre)
-    if centre is None:
-        all_positions = torch.cat((q_positions.cpu(), k_positions.cpu()))
-        centre = (int(all_positions.max()) + 1) // 2 if all_positions.numel() else 0
-    rotated_q = _scale_and_rotate(q, q_positions, q_positions - centre, base, scale_base)
-    rotated_k = _scale_and_rotate(k, k_positions, centre - k_positions, base, scale_base)
+    q_positions = q_positions.to(device=q.device, dtype=torch.int64)
+    k_positions = k_positions.to(device=q.device, dtype=torch.int64)
+    centre_tensor = _default_centre(q_positions, k_positions) if centre is None else centre
+    if can_check_values(q_positions, k_positions):
+        _check_offsets("q_positions", q_positions, centre_tensor, scale_base, q.dtype)
+        _check_offsets("k_positions", k_positions, centre_tensor, scale_base, k.dtype)
+    rotated_q = _scale_and_rotate(q, q_positions, q_positions - centre_tensor, base, scale_base)
+    rotated_k = _scale_and_rotate(k, k_positions, centre_tensor - k_positions, base, scale_base)
     return rotated_q, rotated_k
+
+
+def _default_centre(q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
+    r""":math:`\lfloor (\min p + \max p + 1)/2 \rfloor` over both sets, a 0-d int64 tensor (no value read)."""
+    positions = torch.cat((q_positions, k_positions))
+    if positions.numel() == 0:
+        return positions.new_zeros(())
+    lowest, highest = torch.aminmax(positions)
+    return torch.div(lowest + highest + 1, 2, rounding_mode="floor")
+
+
+def _check_offsets(
+    name: str, positions: torch.Tensor, centre: torch.Tensor | int, scale_base: float, dtype: torch.dtype
+) -> None:
+    """Raise a ValueError if a position lies farther than :func:`xpos_max_offset` from ``centre``."""
+    if positions.numel() == 0:
+        return
+    limit = xpos_max_offset(scale_base=scale_base, dtype=dtype)
+    farthest = int((positions - centre).abs().max())
+    if farthest > limit:
+        raise ValueError(
+            f"{name} must lie within {limit} positions of the centre p0 = {int(centre)} for {dtype} inputs "
+            f"(scale_base={scale_base}), where xPos's scale zeta^((p - p0) / scale_base) is a normal "
+            f"{dtype} number; one lies {farthest} away. Keep the positions of one call within a window of "
+            f"{2 * limit + 1} (with the default centre), or use float64 inputs."
+        )
 
 
 def _check_centre(centre: object) -> int | None:
@@ -170,8 +279,9 @@ def _scale_and_rotate(
 ) -> torch.Tensor:
     """Multiply ``x`` by ``zeta ** (exponents / scale_base)`` and rotate it by RoPE at ``positions``."""
     work_dtype = torch.promote_types(x.dtype, torch.float32)
-    scale = xpos_scale(x.shape[-1], exponents, scale_base=scale_base).to(device=x.device, dtype=work_dtype)
-    rotated = apply_rope(x.to(work_dtype) * scale, positions.to(x.device), base=base, layout="interleaved")
+    zeta = xpos_zeta(x.shape[-1], device=x.device)
+    scale = _scale(zeta, exponents, scale_base).to(work_dtype)
+    rotated = apply_rope(x.to(work_dtype) * scale, positions, base=base, layout="interleaved")
     return rotated.to(x.dtype)
 
 
@@ -180,7 +290,8 @@ class XPos(PositionalEncoding):
 
     See :func:`apply_xpos`; matches rotary-embedding-torch's ``RotaryEmbedding(head_dim, use_xpos=True)``.
     The paper pairs xPos with blockwise causal attention at inference to extrapolate; that belongs to the
-    attention mask, not to this module.
+    attention mask, not to this module. The hook checks the positions' distance from the centre only where
+    they sit on the CPU (see the module docstring).
 
     Args:
         head_dim: Head width :math:`d_h`, even.
@@ -211,15 +322,10 @@ class XPos(PositionalEncoding):
         q_positions: torch.Tensor,
         k_positions: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return :func:`apply_xpos` of ``q`` and ``k`` (``[batch, heads, T, head_dim]``) at their positions.
-
-        Raises:
-            ValueError: If the last dimension of ``q`` is not ``head_dim``, or as :func:`apply_xpos`.
-        """
+        """:func:`apply_xpos` at the module's settings; ``head_dim`` must be the last dimension of both."""
+        check_floating_tensor("q", q)
         if q.shape[-1] != self.head_dim:
             raise ValueError(
                 f"q's last dimension must be head_dim = {self.head_dim}, got shape {list(q.shape)}"
             )
-        return apply_xpos(
-            q, k, q_positions, k_positions, base=self.base, scale_base=self.scale_base, centre=self.centre
-        )
+        return _xpos(q, k, q_positions, k_positions, self.base, self.scale_base, self.centre, values_on_host)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import GPT2Config, GPT2Model
 
+from posenc_lib.base import PositionalEncoding
 from posenc_lib.learned import LearnedPositionalEmbedding
+
+DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
 
 def test_embed_matches_gpt2_input_embedding() -> None:
@@ -78,7 +83,9 @@ def test_position_past_the_table_is_a_clear_error() -> None:
     assert "1024" in message
     assert "largest position asked is 1024" in message
     assert "max_positions=1024" in message
-    with pytest.raises(ValueError, match="smallest -1"):
+    with pytest.raises(
+        ValueError, match=r"max_positions=1024\), but the largest position asked is 3 and the smallest -1"
+    ):
         table(torch.tensor([-1, 3]))
     # nn.Embedding, which GPT-2 uses, raises an IndexError instead; the check turns that into a message.
     with pytest.raises(IndexError):
@@ -95,3 +102,73 @@ def test_bad_arguments() -> None:
         table(torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match="x must have shape"):
         table.embed(torch.zeros(1, 3, 7), torch.arange(3))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    max_positions=st.integers(1, 64),
+    start=st.integers(-8, 70) | st.integers(-(2**31), 2**31 - 8),
+    length=st.integers(1, 8),
+    per_batch=st.booleans(),
+)
+def test_positions_outside_the_table_anywhere_are_a_value_error(
+    max_positions: int, start: int, length: int, per_batch: bool
+) -> None:
+    table = LearnedPositionalEmbedding(max_positions, 4)
+    positions = torch.arange(start, start + length)
+    if per_batch:
+        positions = positions.expand(2, length)
+    inside = start >= 0 and start + length <= max_positions
+    x = torch.zeros(2, length, 4)
+    if inside:
+        torch.testing.assert_close(table.embed(x, positions), table(positions).expand(2, length, 4))
+    else:  # negative or past the last row: never an IndexError
+        for call in (lambda: table(positions), lambda: table.embed(x, positions)):
+            with pytest.raises(ValueError, match=rf"positions must lie in \[0, {max_positions - 1}\]"):
+                call()
+
+
+@settings(max_examples=20, deadline=None)
+@given(batch=st.integers(1, 3), length=st.integers(0, 6), dtype=st.sampled_from(DTYPES))
+def test_embed_keeps_the_dtype_of_x(batch: int, length: int, dtype: torch.dtype) -> None:
+    table = LearnedPositionalEmbedding(8, 4)
+    x = torch.randn(batch, length, 4).to(dtype)
+    out = table.embed(x, torch.arange(length))
+    assert out.shape == x.shape and out.dtype == dtype
+    expected = (x.to(torch.promote_types(dtype, torch.float32)) + table.weight[:length]).to(dtype)
+    assert torch.equal(out, expected)
+
+
+def test_range_check_is_skipped_where_values_cannot_be_read() -> None:
+    table = LearnedPositionalEmbedding(16, 8)
+    on_meta = LearnedPositionalEmbedding(16, 8).to("meta")
+    out = on_meta.embed(torch.empty(2, 5, 8, device="meta"), torch.arange(5, device="meta"))
+    assert out.shape == (2, 5, 8) and out.device.type == "meta"
+    x, positions = torch.randn(2, 5, 8), torch.arange(3, 8)
+    compiled = torch.compile(table.embed, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x, positions), table.embed(x, positions))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda t: t(torch.tensor([True])), TypeError, "positions must be an integer tensor"),
+        (lambda t: t([0, 1]), TypeError, "positions must be a torch.Tensor"),
+        (lambda t: t.embed(torch.zeros(1, 3, 8).int(), torch.arange(3)), TypeError, "x must be a floating"),
+        (lambda t: t.embed(torch.zeros(1, 3, 8), torch.arange(4)), ValueError, "positions must have shape"),
+        (lambda t: t.embed(torch.zeros(8), torch.arange(1)), ValueError, "x must have shape"),
+        (lambda t: LearnedPositionalEmbedding(4, 8, init_std=float("nan")), ValueError, "init_std"),
+        (lambda t: LearnedPositionalEmbedding(4.0, 8), TypeError, "max_positions"),
+    ],
+)
+def test_bad_input_names_the_argument(call: object, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        call(LearnedPositionalEmbedding(4, 8))  # type: ignore[operator]
+
+
+def test_hook_docstrings_are_inherited_from_the_base_class() -> None:
+    for hook in ("embed", "rotate", "logit_bias", "value_term"):
+        assert "Args:" in inspect.getdoc(getattr(PositionalEncoding, hook))
+        override = vars(LearnedPositionalEmbedding).get(hook)
+        own = None if override is None else override.__doc__
+        assert own is None or ("Args:" not in own and "\n" not in own.strip())

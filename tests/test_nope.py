@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -66,3 +69,29 @@ def test_causal_mask_breaks_equivariance_and_lets_the_first_layer_count() -> Non
     counted = _attention(tokens, torch.stack((w_q, w_k, w_v)), causal=True)[:, 0]
     expected = 1.0 / torch.arange(1, length + 1, dtype=torch.float64)
     torch.testing.assert_close(counted, expected)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    start=st.integers(-(2**31), 2**31 - 8),
+    length=st.integers(0, 8),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16]),
+)
+def test_any_positions_leave_everything_unchanged(start: int, length: int, dtype: torch.dtype) -> None:
+    nope = NoPE()
+    positions = torch.arange(start, start + length)
+    x, q = torch.randn(2, length, 8).to(dtype), torch.randn(2, 3, length, 4).to(dtype)
+    assert nope.embed(x, positions) is x
+    assert nope.rotate(q, q, positions, positions) == (q, q)
+    assert nope.logit_bias(q, q, positions, positions) is None
+    assert nope.value_term(torch.rand(2, 3, length, length), positions, positions) is None
+
+
+@pytest.mark.parametrize("hook", ["embed", "rotate", "logit_bias", "value_term"])
+def test_base_class_documents_every_hook_once(hook: str) -> None:
+    """The overrides inherit these docstrings (Sphinx autodoc does by default), so they must be complete."""
+    doc = inspect.getdoc(getattr(PositionalEncoding, hook))
+    for section in ("Args:", "Returns:", "Raises:"):
+        assert section in doc
+    assert inspect.getdoc(getattr(NoPE, hook)) == doc
+    assert hook not in vars(NoPE)

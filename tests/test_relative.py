@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -9,11 +10,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from posenc_lib.relative import ShawRelativeAttention, pairwise_relative_positions, relative_positions
+from posenc_lib.base import PositionalEncoding
+from posenc_lib.relative import ShawRelativeEncoding, pairwise_relative_positions, relative_positions
+
+DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
 
 def naive_shaw_terms(
-    module: ShawRelativeAttention,
+    module: ShawRelativeEncoding,
     q: torch.Tensor,
     probs: torch.Tensor,
     q_positions: torch.Tensor,
@@ -117,7 +121,7 @@ def test_shaw_matches_naive_loop(
 ) -> None:
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    module = ShawRelativeAttention(head_dim, max_distance)
+    module = ShawRelativeEncoding(head_dim, max_distance)
     q_positions, k_positions = torch.tensor(q_list), torch.tensor(k_list)
     q = torch.randn(batch, heads, len(q_list), head_dim, generator=generator)
     k = torch.randn(batch, heads, len(k_list), head_dim, generator=generator)
@@ -132,7 +136,7 @@ def test_shaw_matches_naive_loop(
 
 def test_shaw_clips_far_distances_to_the_edge_rows() -> None:
     torch.manual_seed(0)
-    module = ShawRelativeAttention(head_dim=4, max_distance=2)
+    module = ShawRelativeEncoding(head_dim=4, max_distance=2)
     index = module.table_index(torch.tensor([0]), torch.tensor([-9, -3, -2, -1, 0, 1, 2, 3, 9]))
     torch.testing.assert_close(index, torch.tensor([[0, 0, 0, 1, 2, 3, 4, 4, 4]]))
 
@@ -140,7 +144,7 @@ def test_shaw_clips_far_distances_to_the_edge_rows() -> None:
 def test_shaw_full_attention_equals_paper_formula() -> None:
     """Logits q.(k + a^K)/sqrt(d) and outputs sum_j alpha (v + a^V) built from the hooks, against a loop."""
     torch.manual_seed(1)
-    module = ShawRelativeAttention(head_dim=8, max_distance=3).double()
+    module = ShawRelativeEncoding(head_dim=8, max_distance=3).double()
     q, k, v = (torch.randn(2, 2, 5, 8, dtype=torch.float64) for _ in range(3))
     positions = torch.arange(5)
     logits = q @ k.transpose(-1, -2) / math.sqrt(8) + module.logit_bias(q, k, positions, positions)
@@ -166,7 +170,7 @@ def test_shaw_full_attention_equals_paper_formula() -> None:
 
 def test_shaw_gradients_reach_both_tables() -> None:
     torch.manual_seed(2)
-    module = ShawRelativeAttention(head_dim=4, max_distance=2)
+    module = ShawRelativeEncoding(head_dim=4, max_distance=2)
     q = torch.randn(1, 2, 3, 4)
     positions = torch.arange(3)
     probs = torch.rand(1, 2, 3, 3)
@@ -180,7 +184,7 @@ def test_shaw_gradients_reach_both_tables() -> None:
 
 def test_shaw_low_precision_inputs_keep_their_dtype_with_one_rounding() -> None:
     torch.manual_seed(3)
-    module = ShawRelativeAttention(head_dim=8, max_distance=4)
+    module = ShawRelativeEncoding(head_dim=8, max_distance=4)
     q = torch.randn(2, 2, 6, 8).to(torch.bfloat16)
     probs = torch.rand(2, 2, 6, 6).to(torch.bfloat16)
     positions = torch.arange(6)
@@ -194,7 +198,7 @@ def test_shaw_low_precision_inputs_keep_their_dtype_with_one_rounding() -> None:
 
 
 def test_shaw_parameters_have_the_paper_shapes() -> None:
-    module = ShawRelativeAttention(head_dim=16, max_distance=5)
+    module = ShawRelativeEncoding(head_dim=16, max_distance=5)
     assert dict(module.named_parameters()).keys() == {"key_table", "value_table"}
     assert module.key_table.shape == module.value_table.shape == (11, 16)
 
@@ -212,7 +216,7 @@ def test_shaw_parameters_have_the_paper_shapes() -> None:
 )
 def test_shaw_rejects_bad_settings(args: tuple, error: type[Exception], name: str) -> None:
     with pytest.raises(error, match=name):
-        ShawRelativeAttention(*args)
+        ShawRelativeEncoding(*args)
 
 
 @pytest.mark.parametrize(
@@ -280,7 +284,7 @@ def test_shaw_rejects_bad_settings(args: tuple, error: type[Exception], name: st
 def test_shaw_logit_bias_rejects_bad_inputs(
     q: object, k: object, q_positions: object, k_positions: object, error: type[Exception], name: str
 ) -> None:
-    module = ShawRelativeAttention(head_dim=4, max_distance=2)
+    module = ShawRelativeEncoding(head_dim=4, max_distance=2)
     with pytest.raises(error, match=name):
         module.logit_bias(q, k, q_positions, k_positions)
 
@@ -297,6 +301,96 @@ def test_shaw_logit_bias_rejects_bad_inputs(
 def test_shaw_value_term_rejects_bad_inputs(
     probs: object, q_positions: object, error: type[Exception], name: str
 ) -> None:
-    module = ShawRelativeAttention(head_dim=4, max_distance=2)
+    module = ShawRelativeEncoding(head_dim=4, max_distance=2)
     with pytest.raises(error, match=name):
         module.value_term(probs, q_positions, torch.arange(3))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shift=st.integers(-(2**31), 2**31),
+    q_list=st.lists(st.integers(-20, 20), max_size=5),
+    k_list=st.lists(st.integers(-20, 20), max_size=6),
+    dtype=st.sampled_from(DTYPES),
+    position_dtype=st.sampled_from([torch.int64, torch.int32]),
+    seed=st.integers(0, 2**16),
+)
+def test_shaw_windows_anywhere_give_the_terms_of_the_window_at_0(
+    shift: int,
+    q_list: list[int],
+    k_list: list[int],
+    dtype: torch.dtype,
+    position_dtype: torch.dtype,
+    seed: int,
+) -> None:
+    """Only clipped differences matter: a common shift, negative or up to 2^31, changes nothing."""
+    torch.manual_seed(seed)
+    module = ShawRelativeEncoding(head_dim=4, max_distance=3).to(dtype)
+    q = torch.randn(2, 3, len(q_list), 4).to(dtype)
+    probs = torch.rand(2, 3, len(q_list), len(k_list)).to(dtype)
+    q_positions, k_positions = (
+        torch.tensor(q_list, dtype=torch.int64),
+        torch.tensor(k_list, dtype=torch.int64),
+    )
+    if position_dtype == torch.int32:  # int32 positions stay within int32
+        shift = max(min(shift, 2**31 - 21), -(2**31) + 20)
+    shifted = ((q_positions + shift).to(position_dtype), (k_positions + shift).to(position_dtype))
+    k = torch.randn(2, 3, len(k_list), 4).to(dtype)
+    logits = module.logit_bias(q, k, *shifted)
+    values = module.value_term(probs, *shifted)
+    assert logits.shape == (2, 3, len(q_list), len(k_list)) and logits.dtype == dtype
+    assert values.shape == (2, 3, len(q_list), 4) and values.dtype == dtype
+    assert torch.isfinite(logits).all() and torch.isfinite(values).all()
+    assert torch.equal(logits, module.logit_bias(q, k, q_positions, k_positions))
+    assert torch.equal(values, module.value_term(probs, q_positions, k_positions))
+
+
+def test_shaw_hooks_read_no_values_on_meta_and_compile_without_graph_breaks() -> None:
+    module = ShawRelativeEncoding(head_dim=4, max_distance=2)
+    on_meta = ShawRelativeEncoding(head_dim=4, max_distance=2).to("meta")
+    q, k = torch.empty(2, 3, 5, 4, device="meta"), torch.empty(2, 3, 7, 4, device="meta")
+    q_positions, k_positions = torch.arange(2, 7, device="meta"), torch.arange(7, device="meta")
+    assert on_meta.logit_bias(q, k, q_positions, k_positions).shape == (2, 3, 5, 7)
+    probs = torch.empty(2, 3, 5, 7, device="meta")
+    assert on_meta.value_term(probs, q_positions, k_positions).shape == (2, 3, 5, 4)
+    q, k, probs = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 7, 4), torch.rand(2, 3, 5, 7)
+    q_positions, k_positions = torch.arange(2, 7), torch.arange(7)
+    logit_bias = torch.compile(module.logit_bias, fullgraph=True, backend="eager")
+    value_term = torch.compile(module.value_term, fullgraph=True, backend="eager")
+    torch.testing.assert_close(
+        logit_bias(q, k, q_positions, k_positions), module.logit_bias(q, k, q_positions, k_positions)
+    )
+    torch.testing.assert_close(
+        value_term(probs, q_positions, k_positions), module.value_term(probs, q_positions, k_positions)
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    q_len=st.integers(1, 5),
+    k_len=st.integers(1, 5),
+    wrong=st.integers(0, 6),
+    which=st.sampled_from(["q_positions", "k_positions"]),
+)
+def test_shaw_positions_of_the_wrong_length_are_a_value_error_naming_them(
+    q_len: int, k_len: int, wrong: int, which: str
+) -> None:
+    module = ShawRelativeEncoding(head_dim=4, max_distance=2)
+    right = {"q_positions": q_len, "k_positions": k_len}
+    if wrong == right[which]:
+        wrong += 1
+    positions = {name: torch.arange(length) for name, length in right.items()}
+    positions[which] = torch.arange(wrong)
+    q, k = torch.randn(1, 2, q_len, 4), torch.randn(1, 2, k_len, 4)
+    with pytest.raises(ValueError, match=which):
+        module.logit_bias(q, k, positions["q_positions"], positions["k_positions"])
+    with pytest.raises(ValueError, match="probs must be 4-D"):
+        module.value_term(torch.rand(1, 2, q_len, k_len), positions["q_positions"], positions["k_positions"])
+
+
+def test_hook_docstrings_are_inherited_from_the_base_class() -> None:
+    for hook in ("embed", "rotate", "logit_bias", "value_term"):
+        assert "Args:" in inspect.getdoc(getattr(PositionalEncoding, hook))
+        override = vars(ShawRelativeEncoding).get(hook)
+        own = None if override is None else override.__doc__
+        assert own is None or ("Args:" not in own and "\n" not in own.strip())

@@ -134,3 +134,11 @@ def test_notebook_is_in_book_and_executed_in_order(notebook: Path) -> None:
     assert counts == list(range(1, len(counts) + 1)), (
         f"{notebook.name}: run it top to bottom in a fresh kernel and save (execution counts {counts})"
     )
+
+
+def test_readme_python_examples_run() -> None:
+    """The README's Python examples are code a reader will paste: each one runs as written."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
+    assert blocks, "README.md has no Python example"
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})

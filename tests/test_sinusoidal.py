@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import mpmath
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from transformers.models.marian.modeling_marian import MarianSinusoidalPositionalEmbedding
 from transformers.models.xlm.modeling_xlm import create_sinusoidal_embeddings
 
+from posenc_lib.base import PositionalEncoding
 from posenc_lib.sinusoidal import (
     SinusoidalPositionalEncoding,
     sinusoid_offset_matrix,
@@ -21,6 +23,7 @@ from posenc_lib.sinusoidal import (
 )
 
 even_dims = st.integers(min_value=1, max_value=64).map(lambda half: 2 * half)
+DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
 
 def _encode(position: int, dim: int, base: float = 10000.0) -> torch.Tensor:
@@ -184,3 +187,120 @@ def test_bad_arguments() -> None:
         module.embed(torch.zeros(2, 5, 6), torch.arange(5))
     with pytest.raises(ValueError, match="positions must have shape"):
         module.embed(torch.zeros(2, 5, 8), torch.arange(4))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    start=st.integers(-(2**31), 2**31 - 8),
+    length=st.integers(1, 8),
+    dim=st.integers(1, 8).map(lambda half: 2 * half),
+    layout=st.sampled_from(["interleaved", "concat"]),
+)
+def test_windows_anywhere_up_to_2_to_the_31_are_accurate(
+    start: int, length: int, dim: int, layout: str
+) -> None:
+    positions = list(range(start, start + length))
+    ours = sinusoidal_encoding_at(torch.tensor(positions), dim, layout=layout)
+    assert ours.dtype == torch.float32 and torch.isfinite(ours).all()
+    exact = _exact_encoding(positions, dim)
+    if layout == "concat":
+        exact = exact[:, torch.cat((torch.arange(0, dim, 2), torch.arange(1, dim, 2)))]
+    # float64 angles near 2^31 carry up to 2^31 * 2^-53 rad; float32 rounding adds 6e-8
+    torch.testing.assert_close(ours.double(), exact, rtol=0, atol=1e-6)
+
+
+def test_last_int32_position_is_accurate() -> None:
+    position = 2**31 - 1
+    ours = sinusoidal_encoding_at(torch.tensor([position], dtype=torch.int32), 64)
+    torch.testing.assert_close(ours.double(), _exact_encoding([position], 64), rtol=0, atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    length=st.integers(0, 6),
+    half_dim=st.integers(1, 8),
+    start=st.integers(-(2**31), 2**31 - 6),
+    dtype=st.sampled_from(DTYPES),
+    per_batch=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_embed_keeps_dtype_and_precision_for_any_window(
+    batch: int, length: int, half_dim: int, start: int, dtype: torch.dtype, per_batch: bool, seed: int
+) -> None:
+    dim = 2 * half_dim
+    x = torch.randn(batch, length, dim, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    positions = torch.arange(start, start + length)
+    if per_batch:
+        positions = positions.expand(batch, length)
+    out = SinusoidalPositionalEncoding(dim).embed(x, positions)
+    assert out.shape == x.shape and out.dtype == dtype
+    exact = x.double() + sinusoidal_encoding_at(positions, dim, dtype=torch.float64)
+    # float64: exact up to rounding; float32: the encoding and the sum rounded to float32; bfloat16: the
+    # float32 sum rounded once more, to bfloat16 (2^-8 relative)
+    tolerance = {torch.float64: (1e-15, 1e-15), torch.float32: (2.4e-7, 6e-8), torch.bfloat16: (2**-8, 1e-6)}
+    rtol, atol = tolerance[dtype]
+    torch.testing.assert_close(out.double(), exact, rtol=rtol, atol=atol)
+
+
+def test_frequencies_on_a_device_and_embed_without_value_reads() -> None:
+    on_meta = sinusoidal_frequencies(16, device="meta")
+    assert on_meta.device.type == "meta" and on_meta.shape == (8,) and on_meta.dtype == torch.float64
+    module = SinusoidalPositionalEncoding(16)
+    x = torch.empty(2, 5, 16, device="meta", dtype=torch.bfloat16)
+    out = module.embed(x, torch.arange(5, device="meta"))
+    assert out.shape == x.shape and out.dtype == torch.bfloat16 and out.device.type == "meta"
+    x, positions = torch.randn(2, 5, 16), torch.arange(-2, 3)
+    compiled = torch.compile(module.embed, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x, positions), module.embed(x, positions))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    length=st.integers(1, 6), wrong=st.integers(0, 6), extra=st.integers(1, 3), dim=st.sampled_from([4, 8])
+)
+def test_embed_rejects_positions_of_the_wrong_shape(length: int, wrong: int, extra: int, dim: int) -> None:
+    module = SinusoidalPositionalEncoding(dim)
+    x = torch.randn(2, length, dim)
+    bad = [torch.zeros((extra, 2, length), dtype=torch.int64)]
+    if wrong != length:
+        bad.append(torch.arange(wrong))
+    for positions in bad:
+        with pytest.raises(ValueError, match="positions must have shape"):
+            module.embed(x, positions)
+    with pytest.raises(ValueError, match=rf"x must have shape \[\.\.\., T, dim\] with dim={dim}"):
+        module.embed(torch.randn(2, length, dim + 2), torch.arange(length))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: sinusoidal_frequencies(8, base=float("nan")), ValueError, "base must be a finite positive"),
+        (lambda: sinusoidal_frequencies(8, base=float("inf")), ValueError, "base must be a finite positive"),
+        (lambda: SinusoidalPositionalEncoding(8, base=float("nan")), ValueError, "base"),
+        (lambda: sinusoidal_encoding_at(torch.arange(3), 8, dtype=torch.int64), TypeError, "dtype must be"),
+        (lambda: sinusoidal_encoding_at(torch.arange(3), 8, dtype="float32"), TypeError, "dtype must be"),
+        (lambda: sinusoidal_encoding_at([0, 1], 8), TypeError, "positions must be a torch.Tensor"),
+        (
+            lambda: SinusoidalPositionalEncoding(8).embed(torch.zeros(1, 3, 8).long(), torch.arange(3)),
+            TypeError,
+            r"x must be a floating-point tensor \(torch.float32",
+        ),
+        (
+            lambda: SinusoidalPositionalEncoding(8).embed(torch.zeros(1, 3, 8), torch.arange(3.0)),
+            TypeError,
+            "positions must be an integer tensor",
+        ),
+    ],
+)
+def test_bad_input_names_the_argument(call: object, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        call()  # type: ignore[operator]
+
+
+def test_hook_docstrings_are_inherited_from_the_base_class() -> None:
+    for hook in ("embed", "rotate", "logit_bias", "value_term"):
+        assert "Args:" in inspect.getdoc(getattr(PositionalEncoding, hook))
+        override = vars(SinusoidalPositionalEncoding).get(hook)
+        own = None if override is None else override.__doc__
+        assert own is None or ("Args:" not in own and "\n" not in own.strip())

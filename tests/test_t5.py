@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from transformers import T5Config, T5EncoderModel
 from transformers.models.t5.modeling_t5 import T5Attention
 
+from posenc_lib.base import PositionalEncoding
 from posenc_lib.t5 import T5RelativeBias, t5_bucket
 
 hf_bucket = T5Attention._relative_position_bucket
@@ -214,3 +217,90 @@ def test_table_is_initialised_as_transformers_initialises_t5(d_model: int, facto
         assert table.shape == (32, heads)
         assert abs(table.detach().std().item() / expected - 1) < 0.1
         assert abs(table.detach().mean().item()) < 0.1 * expected
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shift=st.integers(-(2**31), 2**31),
+    q_list=st.lists(st.integers(-300, 300), max_size=5),
+    k_list=st.lists(st.integers(-300, 300), max_size=6),
+    bidirectional=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16]),
+)
+def test_windows_anywhere_give_hugging_face_buckets_and_the_bias_of_the_window_at_0(
+    shift: int, q_list: list[int], k_list: list[int], bidirectional: bool, dtype: torch.dtype
+) -> None:
+    torch.manual_seed(0)
+    module = T5RelativeBias(2, model_dim=8, bidirectional=bidirectional)
+    q_positions, k_positions = (
+        torch.tensor(q_list, dtype=torch.int64),
+        torch.tensor(k_list, dtype=torch.int64),
+    )
+    q, k = torch.randn(1, 2, len(q_list), 4).to(dtype), torch.randn(1, 2, len(k_list), 4).to(dtype)
+    bias = module.logit_bias(q, k, q_positions + shift, k_positions + shift)
+    assert bias.shape == (1, 2, len(q_list), len(k_list)) and bias.dtype == dtype
+    assert torch.isfinite(bias).all()
+    assert torch.equal(bias, module.logit_bias(q, k, q_positions, k_positions))
+    relative = (k_positions + shift)[None, :] - (q_positions + shift)[:, None]
+    expected = hf_bucket(relative, bidirectional=bidirectional, num_buckets=32, max_distance=128)
+    assert torch.equal(t5_bucket(relative, bidirectional=bidirectional), expected)
+
+
+@settings(max_examples=20, deadline=None)
+@given(start=st.integers(-(2**31), 2**31 - 1), span=st.integers(0, 2**31))
+def test_buckets_of_distances_up_to_2_to_the_32_equal_hugging_face(start: int, span: int) -> None:
+    relative = torch.tensor([start, start + span, -(start + span), start - span])
+    for bidirectional in (True, False):
+        expected = hf_bucket(relative, bidirectional=bidirectional, num_buckets=32, max_distance=128)
+        assert torch.equal(t5_bucket(relative, bidirectional=bidirectional), expected)
+
+
+def test_hook_reads_no_values_on_meta_and_compiles_without_graph_breaks() -> None:
+    module = T5RelativeBias(2, model_dim=8)
+    on_meta = T5RelativeBias(2, model_dim=8).to("meta")
+    q, k = torch.empty(3, 2, 5, 4, device="meta"), torch.empty(3, 2, 7, 4, device="meta")
+    bias = on_meta.logit_bias(q, k, torch.arange(2, 7, device="meta"), torch.arange(7, device="meta"))
+    assert bias.shape == (1, 2, 5, 7) and bias.device.type == "meta"
+    q, k = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 7, 4)
+    q_positions, k_positions = torch.arange(2, 7), torch.arange(7)
+    compiled = torch.compile(module.logit_bias, fullgraph=True, backend="eager")
+    torch.testing.assert_close(
+        compiled(q, k, q_positions, k_positions), module.logit_bias(q, k, q_positions, k_positions)
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    q_len=st.integers(1, 5),
+    k_len=st.integers(1, 5),
+    wrong=st.integers(0, 6),
+    which=st.sampled_from(["q_positions", "k_positions"]),
+)
+def test_positions_of_the_wrong_length_are_a_value_error_naming_them(
+    q_len: int, k_len: int, wrong: int, which: str
+) -> None:
+    module = T5RelativeBias(2, model_dim=8)
+    right = {"q_positions": q_len, "k_positions": k_len}
+    positions = {name: torch.arange(length) for name, length in right.items()}
+    positions[which] = torch.arange(wrong if wrong != right[which] else wrong + 1)
+    q, k = torch.randn(1, 2, q_len, 4), torch.randn(1, 2, k_len, 4)
+    with pytest.raises(ValueError, match=which):
+        module.logit_bias(q, k, positions["q_positions"], positions["k_positions"])
+
+
+def test_bias_rejects_bad_positions_and_nan_settings() -> None:
+    module = T5RelativeBias(2, model_dim=8)
+    with pytest.raises(TypeError, match="q_positions must be an integer tensor"):
+        module.bias(torch.arange(3.0), torch.arange(3))
+    with pytest.raises(ValueError, match="k_positions must be a 1-D integer tensor"):
+        module.bias(torch.arange(3), torch.zeros(2, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="initializer_factor must be a finite positive number"):
+        T5RelativeBias(2, model_dim=8, initializer_factor=float("nan"))
+
+
+def test_hook_docstrings_are_inherited_from_the_base_class() -> None:
+    for hook in ("embed", "rotate", "logit_bias", "value_term"):
+        assert "Args:" in inspect.getdoc(getattr(PositionalEncoding, hook))
+        override = vars(T5RelativeBias).get(hook)
+        own = None if override is None else override.__doc__
+        assert own is None or ("Args:" not in own and "\n" not in own.strip())

@@ -2,21 +2,42 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.testing import assert_close
+from transformers import DynamicCache, LlamaConfig
+from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRotaryEmbedding
 
+from posenc_lib.alibi import ALiBi
 from posenc_lib.base import PositionalEncoding
+from posenc_lib.learned import LearnedPositionalEmbedding
+from posenc_lib.nope import NoPE
+from posenc_lib.relative import ShawRelativeEncoding
+from posenc_lib.rope import RotaryEmbedding, apply_rope
+from posenc_lib.sinusoidal import SinusoidalPositionalEncoding
+from posenc_lib.t5 import T5RelativeBias
 from posenc_lib.transformer import (
     ENCODING_NAMES,
+    INPUT_ENCODINGS,
+    PER_LAYER_ENCODINGS,
+    KVCache,
     MultiHeadAttention,
     TinyDecoder,
     TransformerBlock,
     build_positional_encoding,
     count_positional_parameters,
 )
+from posenc_lib.transformer_xl import TransformerXLRelativeEncoding
+from posenc_lib.xpos import XPos
 
-DIM, HEADS = 32, 4
+DIM, HEADS, VOCAB = 32, 4, 17
+HEAD_DIM = DIM // HEADS
+ATTENTION_ENCODINGS = tuple(name for name in ENCODING_NAMES if name not in INPUT_ENCODINGS)
 
 
 def _inputs(batch: int, seq_len: int, seed: int = 0) -> torch.Tensor:
@@ -94,11 +115,14 @@ def test_decoder_is_causal() -> None:
     assert_close(model(tokens)[:, :7], model(changed)[:, :7])
 
 
-def test_t5_table_is_shared_by_all_layers_and_others_are_per_layer() -> None:
-    t5 = TinyDecoder(5, DIM, HEADS, 3, encoding="t5")
-    assert len({id(block.attention.positional) for block in t5.blocks}) == 1
-    shaw = TinyDecoder(5, DIM, HEADS, 3, encoding="shaw")
-    assert len({id(block.attention.positional) for block in shaw.blocks}) == 3
+@pytest.mark.parametrize("name", ENCODING_NAMES)
+def test_encodings_are_shared_by_all_layers_except_per_layer_parameters(name: str) -> None:
+    model = TinyDecoder(5, DIM, HEADS, 3, encoding=name, max_positions=8)
+    layer_encodings = {id(block.attention.positional) for block in model.blocks}
+    assert len(layer_encodings) == (3 if name in PER_LAYER_ENCODINGS else 1)
+    assert PER_LAYER_ENCODINGS == ("shaw", "transformer_xl")
+    expected_input = {"sinusoidal": SinusoidalPositionalEncoding, "learned": LearnedPositionalEmbedding}
+    assert type(model.input_encoding) is expected_input.get(name, NoPE)
 
 
 def test_learned_decoder_fails_clearly_past_its_table() -> None:
@@ -187,3 +211,375 @@ def test_count_positional_parameters(name: str, expected: int) -> None:
 def test_count_positional_parameters_rejects_non_modules() -> None:
     with pytest.raises(TypeError, match="model"):
         count_positional_parameters([torch.zeros(3)])
+
+
+def test_registry_builds_each_encoding_by_name_with_the_model_sizes() -> None:
+    expected = {
+        "nope": NoPE,
+        "sinusoidal": SinusoidalPositionalEncoding,
+        "learned": LearnedPositionalEmbedding,
+        "shaw": ShawRelativeEncoding,
+        "transformer_xl": TransformerXLRelativeEncoding,
+        "t5": T5RelativeBias,
+        "alibi": ALiBi,
+        "rope": RotaryEmbedding,
+        "xpos": XPos,
+    }
+    assert tuple(expected) == ENCODING_NAMES
+    built = {
+        name: build_positional_encoding(name, dim=DIM, num_heads=HEADS, max_positions=10, shaw_max_distance=3)
+        for name in ENCODING_NAMES
+    }
+    assert all(type(built[name]) is cls for name, cls in expected.items())
+    assert built["sinusoidal"].dim == DIM and built["learned"].weight.shape == (10, DIM)
+    assert (built["shaw"].head_dim, built["shaw"].max_distance) == (HEAD_DIM, 3)
+    assert (built["transformer_xl"].num_heads, built["transformer_xl"].head_dim) == (HEADS, HEAD_DIM)
+    assert (built["t5"].num_heads, built["t5"].model_dim) == (HEADS, DIM)
+    assert built["alibi"].num_heads == HEADS and built["rope"].dim == built["xpos"].head_dim == HEAD_DIM
+    with pytest.raises(TypeError, match="causal must be True or False"):
+        build_positional_encoding("alibi", dim=DIM, num_heads=HEADS, causal=1)
+
+
+@pytest.mark.parametrize("name", ENCODING_NAMES)
+def test_state_dict_keys_are_those_the_chapters_and_experiments_use(name: str) -> None:
+    """Sharing parameter-free encodings across layers adds and removes no key."""
+    model = TinyDecoder(5, DIM, HEADS, 3, encoding=name, max_positions=8)
+    per_layer = {
+        "learned": ["input_encoding.weight"],
+        "shaw": ["key_table", "value_table"],
+        "transformer_xl": ["u", "v", "relative_projection.weight"],
+        "t5": ["relative_attention_bias.weight"],
+    }.get(name, [])
+    expected = (
+        per_layer
+        if name == "learned"
+        else [f"blocks.{i}.attention.positional.{key}" for i in range(3) for key in per_layer]
+    )
+    keys = [key for key in model.state_dict() if key.startswith("input_encoding.") or ".positional." in key]
+    assert keys == expected
+    assert len(model.state_dict()) == 1 + 3 * 10 + 4 + len(expected)  # embedding, blocks, final norm, head
+
+
+# --- decoding with a KV cache ---------------------------------------------------------------------------
+
+
+def _decoder(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0, layers: int = 2) -> TinyDecoder:
+    torch.manual_seed(seed)
+    model = TinyDecoder(VOCAB, DIM, HEADS, layers, encoding=name, max_positions=64)
+    return model.to(dtype).eval()
+
+
+def _tokens(batch: int, seq_len: int, *, seed: int = 1, vocab: int = VOCAB) -> torch.Tensor:
+    return torch.randint(0, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("strided", [False, True], ids=["consecutive", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", ENCODING_NAMES)
+def test_cached_decoding_gives_the_logits_of_full_recomputation(
+    name: str, dtype: torch.dtype, strided: bool
+) -> None:
+    model = _decoder(name, dtype=dtype)
+    tokens = _tokens(3, 20)
+    positions = 5 + 2 * torch.arange(20) if strided else torch.arange(20)
+    # a prompt of 7, one token, a chunk of 5, then one token per step
+    bounds = [0, 7, 8, 13, *range(14, 21)]
+    cache = model.new_cache()
+    with torch.no_grad():
+        full = model(tokens, positions)
+        cached = torch.cat(
+            [
+                model(tokens[:, a:b], positions[a:b] if strided else None, cache=cache)
+                for a, b in itertools.pairwise(bounds)
+            ],
+            dim=1,
+        )
+    assert_close(cached, full)
+    assert all(len(layer) == 20 and torch.equal(layer.positions, positions) for layer in cache)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    name=st.sampled_from(ATTENTION_ENCODINGS),
+    cuts=st.sets(st.integers(1, 11), max_size=4),
+    first=st.integers(-50, 50),
+)
+def test_attention_layer_with_a_cache_matches_one_pass(name: str, cuts: set[int], first: int) -> None:
+    """Any split of 12 tokens into calls gives the outputs and attention rows of one pass."""
+    torch.manual_seed(0)
+    positional = build_positional_encoding(name, dim=DIM, num_heads=HEADS)
+    attention = MultiHeadAttention(DIM, HEADS, positional=positional).double()
+    x = _inputs(2, 12).double()
+    positions = torch.arange(first, first + 12)
+    full, full_probs = attention(x, positions, return_attention=True)
+    bounds = [0, *sorted(cuts), 12]
+    cache, outputs = KVCache(), []
+    for a, b in itertools.pairwise(bounds):
+        out, probs = attention(x[:, a:b], positions[a:b], cache=cache, return_attention=True)
+        assert probs.shape == (2, HEADS, b - a, b)
+        assert_close(probs, full_probs[:, :, a:b, :b])
+        outputs.append(out)
+    assert_close(torch.cat(outputs, dim=1), full)
+
+
+class _RecordingEncoding(PositionalEncoding):
+    """Records the positions and key counts each hook is called with; changes nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple] = []
+
+    def rotate(self, q, k, q_positions, k_positions):
+        self.calls.append(("rotate", k.shape[2], q_positions.tolist(), k_positions.tolist()))
+        return q, k
+
+    def logit_bias(self, q, k, q_positions, k_positions):
+        self.calls.append(("logit_bias", k.shape[2], q_positions.tolist(), k_positions.tolist()))
+
+    def value_term(self, probs, q_positions, k_positions):
+        self.calls.append(("value_term", probs.shape[3], q_positions.tolist(), k_positions.tolist()))
+
+
+def test_hooks_get_the_new_query_positions_and_the_positions_of_every_cached_key() -> None:
+    encoding = _RecordingEncoding()
+    attention = MultiHeadAttention(DIM, HEADS, positional=encoding)
+    cache = KVCache()
+    attention(_inputs(1, 3), cache=cache)
+    attention(_inputs(1, 2, seed=1), cache=cache)
+    first, second, everything = [0, 1, 2], [3, 4], [0, 1, 2, 3, 4]
+    assert encoding.calls == [
+        ("rotate", 3, first, first),
+        ("logit_bias", 3, first, first),
+        ("value_term", 3, first, first),
+        ("rotate", 2, second, second),  # only the new keys are rotated
+        ("logit_bias", 5, second, everything),
+        ("value_term", 5, second, everything),
+    ]
+
+
+def test_the_cache_holds_keys_rotated_once_at_their_positions_and_plain_values() -> None:
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(DIM, HEADS, positional=RotaryEmbedding(HEAD_DIM))
+    x = _inputs(2, 9)
+    cache = KVCache()
+    assert len(cache) == 0 and cache.keys is None and repr(cache) == "KVCache(tokens=0, keys_shape=None)"
+    with torch.no_grad():
+        attention(x[:, :6], cache=cache)
+        prompt_keys = cache.keys.clone()
+        for t in range(6, 9):
+            attention(x[:, t : t + 1], cache=cache)
+        _, k, v = attention.qkv(x).view(2, 9, 3, HEADS, HEAD_DIM).permute(2, 0, 3, 1, 4)
+    assert torch.equal(cache.keys[..., :6, :], prompt_keys)  # never rotated again
+    assert_close(cache.keys, apply_rope(k, torch.arange(9)))
+    assert torch.equal(cache.values, v)
+    assert len(cache) == 9 and torch.equal(cache.positions, torch.arange(9))
+    assert cache.xpos_centre is None
+
+
+def test_rope_attention_with_a_cache_matches_hugging_face_llama_attention() -> None:
+    """Outputs, attention weights and cached keys and values agree with LlamaAttention and DynamicCache."""
+    config = LlamaConfig(
+        hidden_size=DIM,
+        num_attention_heads=HEADS,
+        num_key_value_heads=HEADS,
+        num_hidden_layers=1,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        attn_implementation="eager",
+    )
+    torch.manual_seed(0)
+    llama = LlamaAttention(config, layer_idx=0).eval()
+    rotary = LlamaRotaryEmbedding(config)
+    ours = MultiHeadAttention(DIM, HEADS, positional=RotaryEmbedding(HEAD_DIM))
+    with torch.no_grad():
+        ours.qkv.weight.copy_(torch.cat([llama.q_proj.weight, llama.k_proj.weight, llama.v_proj.weight]))
+        ours.out.weight.copy_(llama.o_proj.weight)
+    x = _inputs(2, 10)
+    hf_cache, cache = DynamicCache(config=config), KVCache()
+    for a, b in [(0, 6), (6, 7), (7, 10)]:
+        future = torch.ones(b - a, b, dtype=torch.bool).triu(a + 1)
+        mask = torch.zeros(1, 1, b - a, b).masked_fill(future, float("-inf"))
+        with torch.no_grad():
+            cos_sin = rotary(x, torch.arange(a, b)[None])
+            expected, expected_probs = llama(
+                x[:, a:b], position_embeddings=cos_sin, attention_mask=mask, past_key_values=hf_cache
+            )
+            out, probs = ours(x[:, a:b], cache=cache, return_attention=True)
+        assert_close(out, expected)
+        assert_close(probs, expected_probs)
+    assert_close(cache.keys, hf_cache.layers[0].keys)
+    assert_close(cache.values, hf_cache.layers[0].values)
+
+
+def test_xpos_cache_keeps_the_centre_of_its_first_call() -> None:
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(DIM, HEADS, positional=XPos(HEAD_DIM)).double()
+    x = _inputs(1, 12).double()
+    cache = KVCache()
+    attention(x[:, :7], torch.arange(100, 107), cache=cache)
+    assert cache.xpos_centre == 103  # the middle of the first call's positions
+    attention(x[:, 7:], torch.arange(107, 112), cache=cache)
+    assert cache.xpos_centre == 103
+    fixed = MultiHeadAttention(DIM, HEADS, positional=XPos(HEAD_DIM, centre=0)).double()
+    fixed_cache = KVCache()
+    fixed(x, cache=fixed_cache)
+    assert fixed_cache.xpos_centre is None  # the encoding's own centre serves every call
+    with pytest.raises(ValueError, match="centre p0 = 103"):  # float64 scales end 289 519 from the centre
+        attention(x[:, :1], torch.tensor([103 + 289_520]), cache=cache)
+
+
+def _greedy_by_recomputation(model: TinyDecoder, prompt: torch.Tensor, steps: int) -> torch.Tensor:
+    tokens = prompt
+    with torch.no_grad():
+        for _ in range(steps):
+            next_token = model(tokens)[:, -1].argmax(-1, keepdim=True)
+            tokens = torch.cat([tokens, next_token], dim=1)
+    return tokens
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name", ENCODING_NAMES)
+def test_generate_equals_greedy_decoding_by_full_recomputation(name: str, seed: int) -> None:
+    model = _decoder(name, seed=seed)
+    prompt = _tokens(2, 5, seed=seed + 10)
+    expected = _greedy_by_recomputation(model, prompt, 12)
+    generated = model.generate(prompt, 12)
+    assert torch.equal(generated, expected)
+    assert torch.equal(model.generate(prompt, 12, use_cache=False), expected)
+    assert generated[:, 5:].unique().numel() > 1  # the models do not repeat one token: the test can fail
+    assert torch.equal(model.generate(prompt, 0), prompt)
+
+
+@pytest.mark.parametrize("name", [name for name in ENCODING_NAMES if name != "learned"])
+def test_generate_far_from_position_zero(name: str) -> None:
+    """Memory and results do not depend on how far the positions are from 0 (2^31 - 20 here)."""
+    model = _decoder(name)
+    prompt = _tokens(2, 5)
+    start = 2**31 - 20
+    generated = model.generate(prompt, 10, start_position=start)
+    assert torch.equal(generated, model.generate(prompt, 10, start_position=start, use_cache=False))
+    with torch.no_grad():
+        assert torch.isfinite(model(generated[:, :-1], torch.arange(start, start + 14))).all()
+    if name != "sinusoidal":  # relative methods see only distances: the same tokens as from position 0
+        assert torch.equal(generated, model.generate(prompt, 10))
+
+
+def test_learned_table_decodes_within_its_length_and_fails_clearly_past_it() -> None:
+    torch.manual_seed(0)
+    model = TinyDecoder(5, DIM, HEADS, 1, encoding="learned", max_positions=8).eval()
+    prompt = _tokens(1, 3, vocab=5)
+    assert model.generate(prompt, 6).shape == (1, 9)  # feeds 8 tokens, at positions 0 .. 7
+    with pytest.raises(ValueError, match=r"positions 0 to 8, .* max_positions=8"):
+        model.generate(prompt, 7)
+    with pytest.raises(ValueError, match="max_positions=8"):
+        model.generate(prompt, 1, start_position=6)
+    with pytest.raises(ValueError, match="max_positions=8"):
+        model.generate(prompt, 1, start_position=-1)
+    cache = model.new_cache()
+    model(_tokens(1, 8, vocab=5), cache=cache)
+    with pytest.raises(ValueError, match="max_positions"):
+        model(_tokens(1, 1, vocab=5), cache=cache)  # position 8
+    assert len(cache[0]) == 8  # the refused call cached nothing
+
+
+def test_decoder_returns_the_attention_of_every_layer() -> None:
+    model = _decoder("alibi", layers=3)
+    tokens = _tokens(2, 7)
+    with torch.no_grad():
+        logits, probs = model(tokens, return_attention=True)
+        assert torch.equal(logits, model(tokens))
+        x = model.token_embedding(tokens)
+        for block, layer_probs in zip(model.blocks, probs, strict=True):
+            _, expected = block.attention(block.attention_norm(x), return_attention=True)
+            assert_close(layer_probs, expected)
+            x = block(x)
+        cache = model.new_cache()
+        model(tokens[:, :6], cache=cache)
+        _, step_probs = model(tokens[:, 6:], cache=cache, return_attention=True)
+    assert len(probs) == 3 and all(p.shape == (2, HEADS, 7, 7) for p in probs)
+    for step, full in zip(step_probs, probs, strict=True):  # the newest row, over all 7 cached keys
+        assert_close(step, full[:, :, 6:])
+
+
+def test_block_with_a_cache_matches_one_pass() -> None:
+    torch.manual_seed(0)
+    block = TransformerBlock(DIM, HEADS, positional=build_positional_encoding("t5", dim=DIM, num_heads=HEADS))
+    x = _inputs(2, 5)
+    cache = KVCache()
+    full, probs = block(x, return_attention=True)
+    first = block(x[:, :3], cache=cache)
+    second, second_probs = block(x[:, 3:], cache=cache, return_attention=True)
+    assert_close(torch.cat([first, second], dim=1), full)
+    assert_close(second_probs, probs[:, :, 3:])
+
+
+@pytest.mark.parametrize("name", ENCODING_NAMES)
+def test_decoder_runs_on_the_meta_device(name: str) -> None:
+    """The meta device has shapes but no values: a host-device synchronisation would fail here."""
+    model = TinyDecoder(VOCAB, DIM, HEADS, 2, encoding=name, max_positions=64).to("meta")
+    tokens = torch.zeros(2, 6, dtype=torch.int64, device="meta")
+    logits = model(tokens)
+    assert logits.shape == (2, 6, VOCAB) and logits.device.type == "meta"
+    assert model.generate(tokens, 3).shape == (2, 9)
+
+
+def test_float64_attention_keeps_float64_probabilities() -> None:
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(DIM, HEADS, causal=False).double()
+    x = 10 * _inputs(1, 6).double()
+    _, probs = attention(x, return_attention=True)
+    q, k, _ = attention.qkv(x).view(1, 6, 3, HEADS, HEAD_DIM).permute(2, 0, 3, 1, 4)
+    expected = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(HEAD_DIM), dim=-1)
+    assert_close(probs, expected, rtol=1e-13, atol=1e-15)  # a float32 softmax is off by about 1e-8
+
+
+def test_bad_cache_and_decoding_input() -> None:
+    attention = MultiHeadAttention(DIM, HEADS)
+    with pytest.raises(TypeError, match="cache must be a KVCache or None, got list"):
+        attention(_inputs(1, 3), cache=[])
+    with pytest.raises(ValueError, match=r"cache needs causal attention \(causal=True\)"):
+        MultiHeadAttention(DIM, HEADS, causal=False)(_inputs(1, 3), cache=KVCache())
+    cache = KVCache()
+    attention(_inputs(2, 3), cache=cache)
+    with pytest.raises(ValueError, match=r"cache holds keys of shape \(2, 4, 3, 8\)"):
+        attention(_inputs(1, 1), cache=cache)
+    with pytest.raises(ValueError, match="positions must be a 1-D tensor of length T = 1"):
+        attention(_inputs(2, 1), torch.tensor([3, 4]), cache=cache)
+    elsewhere = KVCache()
+    elsewhere.keys = torch.zeros(2, HEADS, 3, HEAD_DIM, device="meta")
+    with pytest.raises(ValueError, match="cache is on meta but the input is on cpu"):
+        attention(_inputs(2, 1), cache=elsewhere)
+
+    model = TinyDecoder(5, DIM, HEADS, 2)
+    tokens = torch.zeros(1, 3, dtype=torch.int64)
+    with pytest.raises(TypeError, match="cache must be None or a list of 2 KVCache objects"):
+        model(tokens, cache=KVCache())
+    with pytest.raises(TypeError, match="got list of length 1"):
+        model(tokens, cache=[KVCache()])
+    with pytest.raises(TypeError, match="cache must be a KVCache or None, got str"):
+        model(tokens, cache=[KVCache(), "cache"])
+    shared = KVCache()
+    with pytest.raises(ValueError, match="a different KVCache for each layer"):
+        model(tokens, cache=[shared, shared])
+    uneven = model.new_cache()
+    model.blocks[0](_inputs(1, 2), cache=uneven[0])
+    with pytest.raises(ValueError, match=r"different numbers of tokens, \[2, 0\]"):
+        model(tokens, cache=uneven)
+    with pytest.raises(
+        ValueError, match=r"tokens must be ids in \[0, vocab_size\) = \[0, 5\), got ids from 0 to 5"
+    ):
+        model(torch.tensor([[0, 5]]))
+    with pytest.raises(ValueError, match="got ids from -1"):
+        model.generate(torch.tensor([[-1, 2]]), 2)
+
+    with pytest.raises(ValueError, match=r"tokens must have shape \[batch, T\] with T >= 1"):
+        model.generate(torch.zeros(1, 0, dtype=torch.int64), 3)
+    with pytest.raises(TypeError, match="tokens must be an integer tensor"):
+        model.generate(torch.zeros(1, 3), 2)
+    with pytest.raises(ValueError, match="max_new_tokens must be a non-negative integer"):
+        model.generate(tokens, -1)
+    with pytest.raises(TypeError, match="max_new_tokens must be a non-negative integer"):
+        model.generate(tokens, 2.0)
+    with pytest.raises(TypeError, match="start_position must be an integer"):
+        model.generate(tokens, 2, start_position=1.5)
+    with pytest.raises(TypeError, match="use_cache must be True or False"):
+        model.generate(tokens, 2, use_cache=1)

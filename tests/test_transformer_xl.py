@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils.flop_counter import FlopCounterMode
 from transformers.models.marian.modeling_marian import MarianSinusoidalPositionalEmbedding
 
-from posenc_lib.transformer_xl import TransformerXLRelativeAttention, rel_shift
+from posenc_lib.base import PositionalEncoding
+from posenc_lib.sinusoidal import sinusoidal_encoding_at
+from posenc_lib.transformer_xl import TransformerXLRelativeEncoding, rel_shift
+
+DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+
+
+def general_path(module: TransformerXLRelativeEncoding) -> Callable[..., torch.Tensor]:
+    """``module.logit_bias`` under torch.compile, where positions cannot be read: the general path."""
+    return torch.compile(module.logit_bias, fullgraph=True, backend="eager")
 
 
 def naive_sinusoid(distance: int, dim: int, base: float = 10000.0) -> list[float]:
@@ -20,7 +32,7 @@ def naive_sinusoid(distance: int, dim: int, base: float = 10000.0) -> list[float
 
 
 def naive_transformer_xl_bias(
-    module: TransformerXLRelativeAttention,
+    module: TransformerXLRelativeEncoding,
     q: torch.Tensor,
     k: torch.Tensor,
     q_positions: torch.Tensor,
@@ -98,7 +110,7 @@ def test_rel_shift_rejects_bad_input(scores: object, error: type[Exception], mes
 
 
 def test_relative_encodings_match_marian_and_the_formula() -> None:
-    module = TransformerXLRelativeAttention(num_heads=2, head_dim=8)
+    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=8)
     marian = MarianSinusoidalPositionalEmbedding(40, 16).create_weight()
     torch.testing.assert_close(module.relative_encodings(torch.arange(40)), marian)
     distances = torch.tensor([-1000, -7, -1, 0, 3, 123456])
@@ -119,7 +131,7 @@ POSITION_CASES = {
 def test_module_matches_naive_loop(case: str) -> None:
     q_positions, k_positions = POSITION_CASES[case]
     torch.manual_seed(0)
-    module = TransformerXLRelativeAttention(num_heads=2, head_dim=4, encoding_dim=6).double()
+    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=4, encoding_dim=6).double()
     with torch.no_grad():
         module.u.normal_()
         module.v.normal_()
@@ -141,7 +153,7 @@ def test_module_float32_matches_naive_loop_for_consecutive_positions(
     q_len: int, k_len: int, q_start: int, k_start: int, seed: int
 ) -> None:
     torch.manual_seed(seed)
-    module = TransformerXLRelativeAttention(num_heads=2, head_dim=4)
+    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=4)
     q = torch.randn(1, 2, q_len, 4)
     k = torch.randn(1, 2, k_len, 4)
     q_positions = torch.arange(q_start, q_start + q_len)
@@ -154,7 +166,7 @@ def test_module_float32_matches_naive_loop_for_consecutive_positions(
 
 def test_module_low_precision_input_keeps_its_dtype_with_one_rounding() -> None:
     torch.manual_seed(4)
-    module = TransformerXLRelativeAttention(num_heads=2, head_dim=8)
+    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=8)
     q = torch.randn(1, 2, 5, 8).to(torch.bfloat16)
     k = torch.randn(1, 2, 5, 8).to(torch.bfloat16)
     positions = torch.arange(5)
@@ -166,7 +178,7 @@ def test_module_low_precision_input_keeps_its_dtype_with_one_rounding() -> None:
 
 def test_module_parameters_and_gradients() -> None:
     torch.manual_seed(5)
-    module = TransformerXLRelativeAttention(num_heads=3, head_dim=4, encoding_dim=10)
+    module = TransformerXLRelativeEncoding(num_heads=3, head_dim=4, encoding_dim=10)
     shapes = {name: tuple(p.shape) for name, p in module.named_parameters()}
     assert shapes == {"u": (3, 4), "v": (3, 4), "relative_projection.weight": (12, 10)}
     q = torch.randn(2, 3, 4, 4)
@@ -185,11 +197,13 @@ def test_module_parameters_and_gradients() -> None:
         ((3, 3), {}, ValueError, "encoding_dim"),
         ((2, 4), {"base": 0.0}, ValueError, "base"),
         ((2, 4), {"base": "big"}, TypeError, "base"),
+        ((2, 4), {"base": float("nan")}, ValueError, "base must be a finite positive number"),
+        ((2, 4), {"base": float("inf")}, ValueError, "base must be a finite positive number"),
     ],
 )
 def test_module_rejects_bad_settings(args: tuple, kwargs: dict, error: type[Exception], name: str) -> None:
     with pytest.raises(error, match=name):
-        TransformerXLRelativeAttention(*args, **kwargs)
+        TransformerXLRelativeEncoding(*args, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -205,11 +219,149 @@ def test_module_rejects_bad_settings(args: tuple, kwargs: dict, error: type[Exce
 def test_module_logit_bias_rejects_bad_inputs(
     q: object, k: object, q_positions: object, error: type[Exception], name: str
 ) -> None:
-    module = TransformerXLRelativeAttention(num_heads=2, head_dim=4)
+    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=4)
     with pytest.raises(error, match=name):
         module.logit_bias(q, k, q_positions, torch.arange(3))
 
 
 def test_relative_encodings_reject_float_distances() -> None:
     with pytest.raises(TypeError, match="distances"):
-        TransformerXLRelativeAttention(num_heads=2, head_dim=4).relative_encodings(torch.arange(3.0))
+        TransformerXLRelativeEncoding(num_heads=2, head_dim=4).relative_encodings(torch.arange(3.0))
+
+
+def test_relative_encodings_are_the_concat_sinusoid() -> None:
+    """One formula: PE(Delta) is posenc_lib.sinusoidal's concat-layout encoding of Delta."""
+    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=4, encoding_dim=12, base=500.0)
+    distances = torch.tensor([-(2**31), -5, 0, 7, 2**31])
+    expected = sinusoidal_encoding_at(distances, 12, base=500.0, layout="concat")
+    assert torch.equal(module.relative_encodings(distances), expected)
+
+
+@pytest.mark.parametrize("case", POSITION_CASES)
+def test_general_path_matches_naive_loop(case: str) -> None:
+    """Where positions cannot be read (here torch.compile), the angle-addition path gives the same bias."""
+    q_positions, k_positions = POSITION_CASES[case]
+    torch.manual_seed(0)
+    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=4, encoding_dim=6).double()
+    with torch.no_grad():
+        module.u.normal_()
+        module.v.normal_()
+    q = torch.randn(2, 2, len(q_positions), 4, dtype=torch.float64)
+    k = torch.randn(2, 2, len(k_positions), 4, dtype=torch.float64)
+    expected = naive_transformer_xl_bias(module, q, k, q_positions, k_positions)
+    torch.testing.assert_close(general_path(module)(q, k, q_positions, k_positions), expected)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    start=st.integers(-(2**31), 2**31 - 16),
+    q_len=st.integers(1, 5),
+    memory=st.integers(0, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_windows_anywhere_up_to_2_to_the_31_give_the_bias_of_the_window_at_0(
+    start: int, q_len: int, memory: int, seed: int
+) -> None:
+    torch.manual_seed(seed)
+    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=4)
+    q, k = torch.randn(1, 2, q_len, 4), torch.randn(1, 2, q_len + memory, 4)
+    q_positions = torch.arange(memory, memory + q_len)
+    k_positions = torch.arange(memory + q_len)
+    at_zero = module.logit_bias(q, k, q_positions, k_positions)
+    far = module.logit_bias(q, k, q_positions + start, k_positions + start)
+    assert torch.equal(far, at_zero)  # the fast path sees the same distances
+    general = general_path(module)(q, k, q_positions + start, k_positions + start)
+    assert torch.isfinite(general).all()
+    # sin and cos of positions near 2^31, formed in float64, rounded to float32 once
+    torch.testing.assert_close(general, at_zero, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("q_len", "k_len"), [(0, 4), (3, 0), (0, 0)])
+def test_empty_queries_or_keys_give_an_empty_bias(q_len: int, k_len: int) -> None:
+    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=4)
+    for device in ("cpu", "meta"):
+        q = torch.randn(3, 2, q_len, 4, device=device)
+        k = torch.randn(3, 2, k_len, 4, device=device)
+        bias = module.to(device).logit_bias(
+            q, k, torch.arange(5, 5 + q_len, device=device), torch.arange(k_len, device=device)
+        )
+        assert bias.shape == (3, 2, q_len, k_len) and bias.device.type == device
+
+
+def test_hook_reads_no_values_on_meta() -> None:
+    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=4).to("meta")
+    q, k = torch.empty(2, 2, 5, 4, device="meta"), torch.empty(2, 2, 7, 4, device="meta")
+    bias = module.logit_bias(q, k, torch.arange(2, 7, device="meta"), torch.arange(7, device="meta"))
+    assert bias.shape == (2, 2, 5, 7) and bias.device.type == "meta"
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    dtype=st.sampled_from(DTYPES),
+    q_len=st.integers(1, 4),
+    k_len=st.integers(1, 5),
+    consecutive=st.booleans(),
+)
+def test_bias_keeps_the_dtype_of_q(dtype: torch.dtype, q_len: int, k_len: int, consecutive: bool) -> None:
+    torch.manual_seed(q_len * 10 + k_len)
+    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=4)
+    q, k = torch.randn(1, 2, q_len, 4).to(dtype), torch.randn(1, 2, k_len, 4).to(dtype)
+    q_positions = torch.arange(k_len, k_len + q_len) if consecutive else torch.randperm(q_len) * 3
+    k_positions = torch.arange(k_len)
+    bias = module.logit_bias(q, k, q_positions, k_positions)
+    assert bias.dtype == dtype and bias.shape == (1, 2, q_len, k_len)
+    promoted = torch.promote_types(dtype, torch.float32)
+    expected = module.logit_bias(q.to(promoted), k.to(promoted), q_positions, k_positions).to(dtype)
+    assert torch.equal(bias, expected)  # computed in at least float32, rounded once
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    q_len=st.integers(1, 5),
+    k_len=st.integers(1, 5),
+    wrong=st.integers(0, 6),
+    which=st.sampled_from(["q_positions", "k_positions"]),
+)
+def test_positions_of_the_wrong_length_are_a_value_error_naming_them(
+    q_len: int, k_len: int, wrong: int, which: str
+) -> None:
+    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=4)
+    right = {"q_positions": q_len, "k_positions": k_len}
+    positions = {name: torch.arange(length) for name, length in right.items()}
+    positions[which] = torch.arange(wrong if wrong != right[which] else wrong + 1)
+    q, k = torch.randn(1, 2, q_len, 4), torch.randn(1, 2, k_len, 4)
+    with pytest.raises(ValueError, match=which):
+        module.logit_bias(q, k, positions["q_positions"], positions["k_positions"])
+
+
+def test_fast_path_costs_what_the_paper_says() -> None:
+    """Chapter 3 counts these FLOPs: W_R times the 2T - 1 distances, (q + v) and u times the keys."""
+    heads, head_dim, length = 4, 8, 64
+    width = heads * head_dim
+    module = TransformerXLRelativeEncoding(heads, head_dim)
+    q, k = torch.randn(1, heads, length, head_dim), torch.randn(1, heads, length, head_dim)
+    with FlopCounterMode(display=False) as counter:
+        module.logit_bias(q, k, torch.arange(length), torch.arange(length))
+    distances = 2 * length - 1
+    projections = 2 * distances * width * width
+    products = 2 * heads * length * distances * head_dim + 2 * heads * length * head_dim
+    assert counter.get_total_flops() == projections + products
+
+
+def test_hook_docstrings_are_inherited_from_the_base_class() -> None:
+    for hook in ("embed", "rotate", "logit_bias", "value_term"):
+        assert "Args:" in inspect.getdoc(getattr(PositionalEncoding, hook))
+        override = vars(TransformerXLRelativeEncoding).get(hook)
+        own = None if override is None else override.__doc__
+        assert own is None or ("Args:" not in own and "\n" not in own.strip())
+
+
+def test_vmap_over_positions_takes_the_general_path() -> None:
+    """Inside torch.func.vmap the positions cannot be read: the bias is still the loop's."""
+    torch.manual_seed(6)
+    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=4).double()
+    q, k = torch.randn(1, 2, 3, 4, dtype=torch.float64), torch.randn(1, 2, 5, 4, dtype=torch.float64)
+    q_rows, k_rows = torch.tensor([[2, 3, 4], [7, 0, -3]]), torch.tensor([[0, 1, 2, 3, 4], [9, 9, 1, -2, 5]])
+    biases = torch.func.vmap(lambda qp, kp: module.logit_bias(q, k, qp, kp))(q_rows, k_rows)
+    for bias, q_positions, k_positions in zip(biases, q_rows, k_rows, strict=True):
+        torch.testing.assert_close(bias, naive_transformer_xl_bias(module, q, k, q_positions, k_positions))

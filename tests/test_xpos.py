@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -10,7 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rotary_embedding_torch import RotaryEmbedding
 
-from posenc_lib.xpos import XPos, apply_xpos, xpos_scale, xpos_zeta
+from posenc_lib.base import PositionalEncoding
+from posenc_lib.xpos import XPos, apply_xpos, xpos_max_offset, xpos_scale, xpos_zeta
+
+DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
 
 def _naive_xpos(x: torch.Tensor, positions: list[int], centre: int, sign: int) -> torch.Tensor:
@@ -68,7 +72,8 @@ def test_matches_naive_loop(
     q = torch.randn(len(q_positions), dim, dtype=torch.float64, generator=generator)
     k = torch.randn(len(k_positions), dim, dtype=torch.float64, generator=generator)
     ours_q, ours_k = apply_xpos(q, k, torch.tensor(q_positions), torch.tensor(k_positions), centre=centre)
-    used_centre = (max(q_positions + k_positions) + 1) // 2 if centre is None else centre
+    everywhere = q_positions + k_positions
+    used_centre = (min(everywhere) + max(everywhere) + 1) // 2 if centre is None else centre
     torch.testing.assert_close(ours_q, _naive_xpos(q, q_positions, used_centre, +1), rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(ours_k, _naive_xpos(k, k_positions, used_centre, -1), rtol=1e-9, atol=1e-9)
 
@@ -114,9 +119,9 @@ def test_centring_keeps_long_sequences_finite() -> None:
     q, k = torch.ones(1, 1, 1, 32), torch.ones(1, 1, 60_001, 32)
     ours_q, ours_k = apply_xpos(q, k, torch.tensor([60_000]), torch.arange(60_001))
     assert torch.isfinite(ours_q).all() and torch.isfinite(ours_k).all()
-    # Without centring the key scale zeta^(-m/512) overflows float32 at m = 60000.
-    _, uncentred_k = apply_xpos(q, k, torch.tensor([60_000]), torch.arange(60_001), centre=0)
-    assert not torch.isfinite(uncentred_k).all()
+    # Centred at 0, the key scale zeta^(-n/512) would overflow float32 at n = 60000: a clear error instead.
+    with pytest.raises(ValueError, match=r"q_positions must lie within 35694 positions of the centre p0 = 0"):
+        apply_xpos(q, k, torch.tensor([60_000]), torch.arange(60_001), centre=0)
 
 
 def test_low_precision_rounds_once() -> None:
@@ -164,5 +169,172 @@ def test_bad_arguments() -> None:
         XPos(8, centre="middle")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="scale_base"):
         xpos_scale(8, positions, scale_base=0.0)
-    with pytest.raises(ValueError, match="positions must be a 1-D tensor"):
+    with pytest.raises(ValueError, match="positions must be a 1-D integer tensor"):
         xpos_scale(8, positions[None])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    start=st.integers(-(2**31), 2**31 - 40),
+    length=st.integers(1, 40),
+    dtype=st.sampled_from(DTYPES),
+    seed=st.integers(0, 2**16),
+)
+def test_windows_anywhere_up_to_2_to_the_31_are_finite_with_the_scores_of_the_window_at_0(
+    start: int, length: int, dtype: torch.dtype, seed: int
+) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, 2, length, 16, dtype=torch.float64, generator=generator)
+    k = torch.randn(1, 2, length, 16, dtype=torch.float64, generator=generator)
+    positions = torch.arange(start, start + length)
+    out_q, out_k = apply_xpos(q.to(dtype), k.to(dtype), positions, positions)
+    assert out_q.dtype == out_k.dtype == dtype
+    assert torch.isfinite(out_q).all() and torch.isfinite(out_k).all()
+    # The same window in float64 and shifted to 0: the scores depend only on n - m.
+    exact_q, exact_k = apply_xpos(q, k, positions, positions)
+    tolerance = {torch.float32: 1e-5, torch.float64: 1e-9, torch.bfloat16: 2e-2}[dtype]
+    torch.testing.assert_close(out_q.double(), exact_q, rtol=tolerance, atol=tolerance)
+    at_zero_q, at_zero_k = apply_xpos(q, k, positions - start, positions - start)
+    scores = exact_q @ exact_k.transpose(-1, -2)
+    # float64 angles near 2^31 carry about 2^31 * 2^-53 rad of rounding
+    torch.testing.assert_close(scores, at_zero_q @ at_zero_k.transpose(-1, -2), rtol=1e-6, atol=1e-6)
+    module_q, module_k = XPos(16).rotate(q.to(dtype), k.to(dtype), positions, positions)
+    assert torch.equal(module_q, out_q) and torch.equal(module_k, out_k)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "limit"),
+    [(torch.float32, 35_694), (torch.bfloat16, 35_694), (torch.float16, 3_966), (torch.float64, 289_519)],
+)
+def test_scale_is_finite_up_to_the_limit_and_an_error_past_it(dtype: torch.dtype, limit: int) -> None:
+    assert xpos_max_offset(dtype=dtype) == limit
+    assert xpos_max_offset(scale_base=256.0, dtype=dtype) == math.floor(limit / 2)
+    q, k = torch.ones(2, 8, dtype=dtype), torch.ones(2, 8, dtype=dtype)
+    extremes = torch.tensor([-limit, limit])
+    out_q, out_k = apply_xpos(q, k, extremes, extremes, centre=0)
+    assert torch.isfinite(out_q).all() and torch.isfinite(out_k).all()
+    scale = xpos_scale(8, extremes)
+    assert scale.min() >= torch.finfo(dtype).tiny  # a normal number of the dtype: no digits lost
+    for q_positions, k_positions, name in [
+        (torch.tensor([0, limit + 1]), extremes, "q_positions"),
+        (extremes, torch.tensor([-limit - 1, 0]), "k_positions"),
+    ]:
+        with pytest.raises(
+            ValueError, match=rf"{name} must lie within {limit} positions of the centre p0 = 0"
+        ):
+            apply_xpos(q, k, q_positions, k_positions, centre=0)
+        with pytest.raises(ValueError, match=name):  # the hook checks too where the positions are on the CPU
+            XPos(8, centre=0).rotate(q[None, None], k[None, None], q_positions, k_positions)
+
+
+def test_default_centre_is_the_middle_of_the_positions_given() -> None:
+    # A window of 2L + 1 positions far from 0 fits; one more position does not.
+    limit = xpos_max_offset()
+    q = torch.ones(1, 4)
+    start = 2**31 - 2 * limit - 1
+    window = torch.arange(start, start + 2 * limit + 1, 1000)
+    window = torch.cat((window, torch.tensor([start + 2 * limit])))
+    out_q, out_k = apply_xpos(q.expand(len(window), 4), q.expand(len(window), 4), window, window)
+    assert torch.isfinite(out_q).all() and torch.isfinite(out_k).all()
+    wider = torch.tensor([start, start + 2 * limit + 2])
+    with pytest.raises(ValueError, match="positions must lie within"):
+        apply_xpos(q.expand(2, 4), q.expand(2, 4), wider, wider)
+
+
+def test_xpos_scale_limits_float64() -> None:
+    limit = xpos_max_offset(dtype=torch.float64)
+    assert torch.isfinite(xpos_scale(8, torch.tensor([-limit, limit]))).all()
+    with pytest.raises(ValueError, match="positions must lie within"):
+        xpos_scale(8, torch.tensor([limit + 1]))
+
+
+def test_hook_reads_no_values_on_meta_and_compiles_without_graph_breaks() -> None:
+    module = XPos(8)
+    q, k = torch.empty(2, 3, 5, 8, device="meta"), torch.empty(2, 3, 7, 8, device="meta")
+    out_q, out_k = module.rotate(q, k, torch.arange(2, 7, device="meta"), torch.arange(7, device="meta"))
+    assert out_q.shape == q.shape and out_k.shape == k.shape and out_q.device.type == "meta"
+    q, k = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8)
+    q_positions, k_positions = torch.arange(2, 7), torch.arange(7)
+    compiled = torch.compile(module.rotate, fullgraph=True, backend="eager")
+    for got, want in zip(
+        compiled(q, k, q_positions, k_positions), module.rotate(q, k, q_positions, k_positions), strict=True
+    ):
+        torch.testing.assert_close(got, want)
+
+
+def test_empty_queries_or_keys() -> None:
+    module = XPos(8)
+    q, k = torch.randn(1, 2, 0, 8), torch.randn(1, 2, 4, 8)
+    out_q, out_k = module.rotate(q, k, torch.arange(0), torch.arange(4))
+    assert out_q.shape == (1, 2, 0, 8) and out_k.shape == k.shape
+    out_q, out_k = module.rotate(q, k[:, :, :0], torch.arange(0), torch.arange(0))
+    assert out_q.shape == out_k.shape == (1, 2, 0, 8)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    length=st.integers(1, 6),
+    wrong_length=st.integers(0, 6),
+    extra_dims=st.integers(1, 2),
+    which=st.sampled_from(["q_positions", "k_positions"]),
+)
+def test_positions_of_the_wrong_shape_are_a_value_error_naming_them(
+    length: int, wrong_length: int, extra_dims: int, which: str
+) -> None:
+    q, k = torch.randn(1, 2, length, 8), torch.randn(1, 2, length, 8)
+    bad = [
+        torch.zeros((1,) * extra_dims + (length,), dtype=torch.int64),  # not 1-D
+        *([torch.arange(wrong_length)] if wrong_length != length else []),
+    ]
+    for positions in bad:
+        args = {"q_positions": torch.arange(length), "k_positions": torch.arange(length), which: positions}
+        with pytest.raises(ValueError, match=which):
+            apply_xpos(q, k, args["q_positions"], args["k_positions"])
+        with pytest.raises(ValueError, match=which):
+            XPos(8).rotate(q, k, args["q_positions"], args["k_positions"])
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda: XPos(8).rotate(
+                torch.ones(1, 1, 3, 8).long(), torch.randn(1, 1, 3, 8), *[torch.arange(3)] * 2
+            ),
+            TypeError,
+            "q must be a floating-point tensor",
+        ),
+        (
+            lambda: XPos(8).rotate(
+                torch.randn(1, 1, 3, 8), torch.randn(1, 1, 3, 8), torch.arange(3.0), torch.arange(3)
+            ),
+            TypeError,
+            "q_positions must be an integer tensor",
+        ),
+        (
+            lambda: XPos(8).rotate(torch.randn(1, 1, 3, 8), None, torch.arange(3), torch.arange(3)),
+            TypeError,
+            "k must be a torch.Tensor",
+        ),
+        (lambda: XPos(8, base=float("nan")), ValueError, "base must be a finite positive number"),
+        (lambda: XPos(8, scale_base=float("inf")), ValueError, "scale_base must be a finite positive number"),
+        (
+            lambda: apply_xpos(*[torch.randn(3, 8)] * 2, *[torch.arange(3)] * 2, base=float("nan")),
+            ValueError,
+            "base",
+        ),
+        (lambda: xpos_max_offset(dtype=torch.int32), TypeError, "dtype must be a floating torch.dtype"),
+        (lambda: xpos_max_offset(scale_base=-1.0), ValueError, "scale_base"),
+    ],
+)
+def test_bad_input_names_the_argument(call: object, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        call()  # type: ignore[operator]
+
+
+def test_hook_docstring_is_inherited_from_the_base_class() -> None:
+    for hook in ("embed", "rotate", "logit_bias", "value_term"):
+        assert "Args:" in inspect.getdoc(getattr(PositionalEncoding, hook))
+        override = vars(XPos).get(hook)
+        own = None if override is None else override.__doc__
+        assert own is None or ("Args:" not in own and "\n" not in own.strip())
