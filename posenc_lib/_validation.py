@@ -66,6 +66,24 @@ def check_tensor(name: str, value: object) -> torch.Tensor:
     return value
 
 
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is ``True`` or ``False``, else raise a TypeError naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} of type {type(value).__name__}")
+    return value
+
+
+def check_position_tensor(name: str, value: object) -> torch.Tensor:
+    """Raise unless ``value`` is a tensor of an integer or floating dtype (fractional positions allowed)."""
+    value = check_tensor(name, value)
+    if value.dtype.is_complex or value.dtype == torch.bool:
+        raise TypeError(
+            f"{name} must be an integer or floating-point tensor (torch.int64, torch.float32, ...), "
+            f"got dtype {value.dtype}"
+        )
+    return value
+
+
 def check_integer_tensor(name: str, value: object) -> torch.Tensor:
     """Raise unless ``value`` is a tensor of an integer dtype (positions are integers)."""
     value = check_tensor(name, value)

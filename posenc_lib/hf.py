@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from posenc_lib._validation import check_floating_tensor, check_tensor
+from posenc_lib._validation import check_floating_tensor, check_position_tensor
 from posenc_lib.rope_spec import RopeSpec, _text_config_values, rope_layer_types
 
 # Model types whose rotary module returns the angles once, ``[B, T, r/2]`` (gpt-oss), or each angle twice in a
@@ -150,11 +150,7 @@ class HFRotaryEmbedding(nn.Module):
             ValueError: ``position_ids`` is not 2-D, or ``layer_type`` does not fit the config.
         """
         check_floating_tensor("x", x)
-        check_tensor("position_ids", position_ids)
-        if position_ids.dtype == torch.bool or position_ids.dtype.is_complex:
-            raise TypeError(
-                f"position_ids must be an integer or floating tensor, got dtype {position_ids.dtype}"
-            )
+        check_position_tensor("position_ids", position_ids)
         if position_ids.ndim != 2:
             raise ValueError(
                 "position_ids must have shape [B, T] (one row per batch element), "

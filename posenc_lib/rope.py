@@ -49,8 +49,8 @@ from posenc_lib._validation import (
     check_even_positive_int,
     check_finite_tensor,
     check_floating_tensor,
+    check_position_tensor,
     check_positive_float,
-    check_tensor,
     values_on_host,
 )
 from posenc_lib.base import PositionalEncoding
@@ -97,7 +97,7 @@ def rope_angles(positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor
         TypeError: ``positions`` is not an integer or floating tensor, ``inv_freq`` not a floating one.
         ValueError: ``inv_freq`` is not 1-D, or either holds NaN or infinity.
     """
-    _check_positions_dtype(positions)
+    check_position_tensor("positions", positions)
     check_floating_tensor("inv_freq", inv_freq)
     if inv_freq.ndim != 1:
         raise ValueError(f"inv_freq must be a 1-D tensor of frequencies, got shape {tuple(inv_freq.shape)}")
@@ -348,7 +348,7 @@ class RotaryEmbedding(PositionalEncoding):
 
         Both include ``attention_factor``; ``positions`` may be ``[T]`` or ``[B, T]``, integer or floating.
         """
-        _check_positions_dtype(positions)
+        check_position_tensor("positions", positions)
         if positions.dtype.is_floating_point and values_on_host(positions):
             check_finite_tensor("positions", positions)
         angles = _angles(positions, self.inv_freq)
@@ -445,19 +445,9 @@ def _check_seq_dim(seq_dim: object, x: torch.Tensor) -> int:
     return seq_dim  # type: ignore[return-value]
 
 
-def _check_positions_dtype(positions: object) -> torch.Tensor:
-    positions = check_tensor("positions", positions)
-    if positions.dtype.is_complex or positions.dtype == torch.bool:
-        raise TypeError(
-            f"positions must be an integer or floating-point tensor (torch.int64, torch.float32, ...), "
-            f"got dtype {positions.dtype}"
-        )
-    return positions
-
-
 def _check_positions_shape(positions: object, x: torch.Tensor, seq_dim: int) -> torch.Tensor:
     """``positions`` must be ``[T]`` or ``[B, T]`` for the sequence axis of ``x``."""
-    positions = _check_positions_dtype(positions)
+    positions = check_position_tensor("positions", positions)
     seq_len = x.shape[seq_dim]
     has_batch = x.ndim + seq_dim >= 1
     batch_ok = positions.ndim == 1 or (

@@ -76,6 +76,7 @@ import torch
 from torch import nn
 
 from posenc_lib._validation import (
+    check_bool,
     check_choice,
     check_floating_tensor,
     check_integer_tensor,
@@ -178,7 +179,7 @@ def build_positional_encoding(
     dim, num_heads = check_positive_int("dim", dim), check_positive_int("num_heads", num_heads)
     if dim % num_heads:
         raise ValueError(f"dim must be divisible by num_heads, got dim={dim}, num_heads={num_heads}")
-    sizes = _EncodingSizes(dim, num_heads, max_positions, shaw_max_distance, _check_bool("causal", causal))
+    sizes = _EncodingSizes(dim, num_heads, max_positions, shaw_max_distance, check_bool("causal", causal))
     return _ENCODING_BUILDERS[name](sizes)
 
 
@@ -271,7 +272,7 @@ class MultiHeadAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = 1.0 / math.sqrt(self.head_dim) if scale is None else check_positive_float("scale", scale)
         self.positional = NoPE() if positional is None else positional
-        self.causal = _check_bool("causal", causal)
+        self.causal = check_bool("causal", causal)
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
 
@@ -523,7 +524,7 @@ class TinyDecoder(nn.Module):
         max_new_tokens = check_non_negative_int("max_new_tokens", max_new_tokens)
         if isinstance(start_position, bool) or not isinstance(start_position, int):
             raise TypeError(f"start_position must be an integer, got {start_position!r}")
-        use_cache = _check_bool("use_cache", use_cache)
+        use_cache = check_bool("use_cache", use_cache)
         self._check_token_ids(tokens)
         if isinstance(self.input_encoding, LearnedPositionalEmbedding):
             # the last generated token is returned, never fed back
@@ -639,12 +640,6 @@ def _rotate_for_cache(
         cache._xpos_with_centre = copy.copy(positional)
         cache._xpos_with_centre.centre = centre
     return cache._xpos_with_centre.rotate(q, k, positions, positions)
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def _check_positions(
