@@ -40,7 +40,7 @@ on every forward pass, so they read no tensor *values* where that would cost a h
 (on an accelerator) or break a ``torch.compile`` graph: checks of values (a position outside a learned table,
 xPos's spread, NaN in user-given numbers) run in the functions users call directly (``alibi_bias``,
 ``t5_bucket``, ``apply_xpos``, ``LearnedPositionalEmbedding.forward``, ...), and in a hook only where the
-values sit on the CPU (:func:`posenc_lib._validation.values_on_host`). The one exception is the learned
+values sit on the CPU (``values_on_host`` in ``posenc_lib._validation``). The one exception is the learned
 table's :meth:`~PositionalEncoding.embed`, applied once per model call before the first layer: it checks the
 range wherever values can be read, because the alternative on a GPU is a device-side assertion.
 """

@@ -133,7 +133,7 @@ class TransformerXLRelativeEncoding(PositionalEncoding):
     default) times the multiplications there, and memory proportional to the number of queries and keys,
     never to their positions. Telling consecutive positions apart reads their
     values, which on an accelerator would make the host wait for the device in every layer; so the fast path
-    is taken only where the positions sit on the CPU (:func:`posenc_lib._validation.values_on_host`), and
+    is taken only where the positions sit on the CPU (``values_on_host`` in ``posenc_lib._validation``), and
     the general path runs on accelerators, on the meta device, under ``torch.compile`` and ``torch.func``
     transforms. Both give the same bias up to rounding, and an empty query or key set gives an empty bias.
 
