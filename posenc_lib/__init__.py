@@ -44,7 +44,15 @@ from posenc_lib.rope_scaling import (
     rope_inverse_frequencies,
     yarn_scaling,
 )
-from posenc_lib.rope_spec import RopeSpec, load_rope_configs, rope_layer_types
+from posenc_lib.rope_spec import (
+    RopeSpec,
+    RopeSummary,
+    RopeTableRow,
+    load_rope_configs,
+    rope_layer_types,
+    rope_summary,
+    rope_table,
+)
 from posenc_lib.sinusoidal import (
     SinusoidalPositionalEncoding,
     sinusoid_offset_matrix,
@@ -74,6 +82,8 @@ __all__ = [
     "NoPE",
     "PositionalEncoding",
     "RopeSpec",
+    "RopeSummary",
+    "RopeTableRow",
     "RotaryEmbedding",
     "ShawRelativeEncoding",
     "SinusoidalPositionalEncoding",
@@ -104,6 +114,8 @@ __all__ = [
     "rope_inverse_frequencies",
     "rope_layer_types",
     "rope_permutation",
+    "rope_summary",
+    "rope_table",
     "rotate_with_cos_sin",
     "sinusoid_offset_matrix",
     "sinusoidal_encoding",

@@ -18,14 +18,17 @@ published ``config.json``, following transformers 5.18's own rules (``RotaryEmbe
 model's config class), and returns one frozen description whose :meth:`RopeSpec.frequencies` equal
 transformers' ``ROPE_INIT_FUNCTIONS`` for that model (computed in float64 here, float32 there).
 ``posenc_lib/data/rope_configs.json`` holds the RoPE entries of the config.json of well-known models
-(:func:`load_rope_configs`).
+(:func:`load_rope_configs`); :func:`rope_table` reads each of them and gives one :class:`RopeSummary` per
+model (layout, widths, base, scaling, trained and extended context, longest wavelengths), plain data for a
+table or a plot.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
 from importlib import resources
 from numbers import Real
 from typing import Any
@@ -60,6 +63,8 @@ _DEFAULT_ROPE_THETA = {
     "gpt_neox": 10000.0,
     "deepseek_v3": 10000.0,
     "gpt_oss": 150000.0,
+    "glm": 10000.0,
+    "glm4": 10000.0,
 }
 # The rope dict transformers 5.18's config class sets when config.json has none (GptOssConfig.__post_init__).
 _DEFAULT_ROPE_PARAMETERS = {
@@ -73,7 +78,10 @@ _DEFAULT_ROPE_PARAMETERS = {
     }
 }
 # ``partial_rotary_factor`` that transformers 5.18's config class assumes when config.json has none.
-_DEFAULT_PARTIAL_ROTARY_FACTOR = {"phi": 0.5, "stablelm": 0.25, "gpt_neox": 0.25}
+_DEFAULT_PARTIAL_ROTARY_FACTOR = {"phi": 0.5, "stablelm": 0.25, "gpt_neox": 0.25, "glm": 0.5, "glm4": 0.5}
+# ``head_dim`` that transformers 5.18's config class assumes when config.json has none (GlmConfig and
+# Glm4Config: 128, whatever hidden_size / num_attention_heads is).
+_DEFAULT_HEAD_DIM = {"glm": 128, "glm4": 128}
 # Phi3Config's default ``original_max_position_embeddings`` (a field of the config class, so transformers
 # uses it even when config.json leaves it out).
 _DEFAULT_ORIGINAL_MAX_POSITION_EMBEDDINGS = {"phi3": 4096}
@@ -182,8 +190,9 @@ class RopeSpec:
           same keys at the top level (``rope_theta``, ``partial_rotary_factor``);
         * the base defaults to the config class's (10000, 150000 for gpt-oss); a model type this module does
           not know must state ``rope_theta``;
-        * ``partial_rotary_factor`` defaults to the config class's (0.5 for Phi, 0.25 for StableLM and
-          GPT-NeoX, 1 otherwise) and ``rotary_dim = int(head_dim * partial_rotary_factor)``;
+        * ``partial_rotary_factor`` defaults to the config class's (0.5 for Phi and GLM, 0.25 for StableLM
+          and GPT-NeoX, 1 otherwise) and ``rotary_dim = int(head_dim * partial_rotary_factor)``; a GLM
+          config without ``head_dim`` has 128, as GlmConfig assumes;
         * for ``llama3``, ``yarn`` and ``longrope``, a top-level ``original_max_position_embeddings``
           (Phi-3) wins over the dict's, and ``max_position_embeddings`` is the fallback; ``dynamic`` always
           uses ``max_position_embeddings`` as :math:`L_0`, whatever its dict says, as transformers does;
@@ -208,7 +217,7 @@ class RopeSpec:
         max_positions = check_positive_int(
             "config['max_position_embeddings']", _size(values, "max_position_embeddings")
         )
-        head_dim = _head_dim(values)
+        head_dim = _head_dim(values, model_type)
         rotary_dim = _rotary_dim(values, rope, model_type, head_dim, source)
         base = _base(values, rope, model_type, source)
         scaling = _normalised_scaling(values, rope, model_type, max_positions, source)
@@ -275,6 +284,199 @@ def load_rope_configs() -> dict[str, dict[str, Any]]:
     return json.loads(text)["models"]
 
 
+@dataclass(frozen=True)
+class RopeSummary:
+    r"""The positional encoding of one model in numbers: one row of the "which RoPE does model X use" table.
+
+    Built by :func:`rope_summary` from a :class:`RopeSpec`. With :math:`r` the rotated width, :math:`b` the
+    base and pairs :math:`c = 0, \dots, r/2 - 1`, the unscaled frequencies are
+    :math:`\theta_c = b^{-2c/r}` and the wavelengths :math:`\lambda_c = 2\pi/\theta_c` (positions per full
+    turn of pair :math:`c`); :math:`\theta'_c` are the frequencies after the context-extension scaling.
+
+    Attributes:
+        layout: ``"half"`` (pairs :math:`(x_c, x_{c + r/2})`) or ``"interleaved"``
+            (:math:`(x_{2c}, x_{2c+1})`).
+        head_dim: :math:`d_h`, the width of the part of a head that RoPE acts on.
+        rotary_dim: :math:`r`, the rotated leading dimensions.
+        base: :math:`b`.
+        rope_type: ``"default"`` (plain RoPE) or the scaling's type (``"linear"``, ``"dynamic"``,
+            ``"yarn"``, ``"llama3"``, ``"longrope"``).
+        scaling: the scaling's parameters other than :math:`L_0`, as ``"key=value"`` separated by commas,
+            ``factor`` first (per-pair LongRoPE factors as ``min..max (count)``); ``""`` for plain RoPE.
+        attention_factor: the number that multiplies cos and sin at the extended context (1 unless YaRN or
+            LongRoPE).
+        trained_context: :math:`L_0`, the context the model was trained on before any extension: the
+            scaling's ``original_max_position_embeddings`` when it has one (YaRN, Llama 3, LongRoPE; for
+            dynamic NTK transformers takes ``max_position_embeddings``), ``max_position_embeddings`` for plain
+            RoPE (the length the config states, also for a model whose context was extended by further
+            training), and ``None`` for linear scaling, whose config does not state it.
+        extended_context: the longest context the config admits: ``max_position_embeddings``, or
+            :math:`s L_0` when a scaling by :math:`s` leaves ``max_position_embeddings`` at :math:`L_0` (as
+            Qwen2.5's recommended YaRN dict does: 4 x 32768 = 131072).
+        longest_wavelength: :math:`\lambda_{r/2-1} = 2\pi/\theta_{r/2-1} = 2\pi\, b^{(r-2)/r}`, the
+            wavelength of the slowest pair without scaling (float64).
+        longest_scaled_wavelength: :math:`2\pi / \min_c \theta'_c`, the longest wavelength of the
+            frequencies the model uses on a sequence of ``extended_context`` tokens (float64): LongRoPE's long
+            factors, dynamic NTK's frequencies at that length (unscaled: it scales only past it).
+        wavelength_over_trained_context: :math:`\lambda_{r/2-1} / L_0`, how many trained contexts one turn
+            of the slowest pair spans (the inverse of the book's :math:`\rho_c = L_0/\lambda_c` for that
+            pair): below 1, the slowest pair turns fully within the trained context; ``None`` when
+            :math:`L_0` is.
+        scaled_wavelength_over_extended_context: ``longest_scaled_wavelength / extended_context``, the same
+            ratio for the scaled frequencies and the extended context.
+    """
+
+    layout: str
+    head_dim: int
+    rotary_dim: int
+    base: float
+    rope_type: str
+    scaling: str
+    attention_factor: float
+    trained_context: int | None
+    extended_context: int
+    longest_wavelength: float
+    longest_scaled_wavelength: float
+    wavelength_over_trained_context: float | None
+    scaled_wavelength_over_extended_context: float
+
+
+@dataclass(frozen=True)
+class RopeTableRow:
+    """One row of :func:`rope_table`: a model (or one layer type of it) and its :class:`RopeSummary`.
+
+    Attributes:
+        model: the model's name in ``posenc_lib/data/rope_configs.json``.
+        layer_type: the layer type this RoPE serves (``"full_attention"``, ``"sliding_attention"``), or
+            ``None`` when one RoPE serves every layer.
+        source: where the config values come from (Hugging Face repository and file).
+        note: the data file's remark on the entry, ``""`` when it has none.
+        summary: the numbers.
+    """
+
+    model: str
+    layer_type: str | None
+    source: str
+    note: str
+    summary: RopeSummary
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as one flat dict: ``model``, ``layer_type``, the summary's fields, ``source``, ``note``."""
+        return {
+            "model": self.model,
+            "layer_type": self.layer_type,
+            **asdict(self.summary),
+            "source": self.source,
+            "note": self.note,
+        }
+
+
+def rope_summary(spec: RopeSpec) -> RopeSummary:
+    r"""The numbers of :class:`RopeSummary` for one model's RoPE, in float64.
+
+    :math:`\lambda_{r/2-1} = 2\pi\, b^{(r-2)/r}` is computed from the formula; the scaled frequencies
+    :math:`\theta'_c` are ``spec.frequencies(seq_len=spec.max_position_embeddings)``, which equal
+    transformers' for that sequence length.
+
+    Raises:
+        TypeError: ``spec`` is not a :class:`RopeSpec`.
+    """
+    if not isinstance(spec, RopeSpec):
+        raise TypeError(f"spec must be a RopeSpec (RopeSpec.from_config(config)), got {type(spec).__name__}")
+    trained = _trained_context(spec)
+    extended = spec.max_position_embeddings
+    factor = None if spec.scaling is None else spec.scaling.get("factor")
+    if trained is not None and factor is not None and extended <= trained:
+        # A config that adds the scaling without raising max_position_embeddings (Qwen2.5's YaRN): s L0.
+        extended = round(float(factor) * trained)
+    scaled_inv_freq, attention_factor = spec.frequencies(seq_len=extended)
+    longest = 2.0 * math.pi * spec.base ** ((spec.rotary_dim - 2) / spec.rotary_dim)
+    longest_scaled = 2.0 * math.pi / float(scaled_inv_freq.min())
+    return RopeSummary(
+        layout=spec.layout,
+        head_dim=spec.head_dim,
+        rotary_dim=spec.rotary_dim,
+        base=spec.base,
+        rope_type=spec.rope_type,
+        scaling=_scaling_text(spec.scaling),
+        attention_factor=float(attention_factor),
+        trained_context=trained,
+        extended_context=extended,
+        longest_wavelength=longest,
+        longest_scaled_wavelength=longest_scaled,
+        wavelength_over_trained_context=None if trained is None else longest / trained,
+        scaled_wavelength_over_extended_context=longest_scaled / extended,
+    )
+
+
+def rope_table(names: Iterable[str] | None = None) -> list[RopeTableRow]:
+    """The :class:`RopeSummary` of every model of :func:`load_rope_configs`, or of the ``names`` given.
+
+    Rows come in the data file's order, whatever the order of ``names``; a model with one RoPE per layer
+    type (Gemma 3) has one row per layer type. Each entry is read with :meth:`RopeSpec.from_config`.
+
+    Raises:
+        TypeError: ``names`` is a string or not an iterable of strings.
+        ValueError: a name that is not in the data file (the message lists the known names).
+    """
+    configs = load_rope_configs()
+    selected = list(configs) if names is None else _check_model_names(names, configs)
+    rows = []
+    for name in selected:
+        entry = configs[name]
+        for layer_type in rope_layer_types(entry) or (None,):
+            spec = RopeSpec.from_config(entry, layer_type=layer_type)
+            rows.append(
+                RopeTableRow(
+                    model=name,
+                    layer_type=layer_type,
+                    source=entry["source"],
+                    note=entry.get("note", ""),
+                    summary=rope_summary(spec),
+                )
+            )
+    return rows
+
+
+def _check_model_names(names: object, configs: Mapping[str, Any]) -> list[str]:
+    """The known models among ``names``, in the data file's order; TypeError/ValueError naming ``names``."""
+    if isinstance(names, str) or not isinstance(names, Iterable):
+        raise TypeError(
+            f"names must be None or a list of model names (e.g. ['Llama-2-7b']), got {type(names).__name__}"
+        )
+    wanted = list(names)
+    for name in wanted:
+        if not isinstance(name, str):
+            raise TypeError(f"names must hold model names (str), got {name!r}")
+        if name not in configs:
+            raise ValueError(f"names: unknown model {name!r}; known models: {', '.join(configs)}")
+    return [name for name in configs if name in wanted]
+
+
+def _trained_context(spec: RopeSpec) -> int | None:
+    """:math:`L_0`: see :class:`RopeSummary`."""
+    if spec.scaling is None:
+        return spec.max_position_embeddings
+    return spec.scaling.get("original_max_position_embeddings")
+
+
+def _scaling_text(scaling: Mapping[str, Any] | None) -> str:
+    """The scaling's parameters other than ``rope_type`` and :math:`L_0`, ``factor`` first."""
+    if scaling is None:
+        return ""
+    keys = [key for key in scaling if key not in ("rope_type", "original_max_position_embeddings")]
+    keys.sort(key=lambda key: key != "factor")  # stable: the config's order after factor
+    return ", ".join(f"{key}={_value_text(scaling[key])}" for key in keys)
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, tuple):  # LongRoPE's per-pair factors
+        return f"{min(value):.4g}..{max(value):.4g} ({len(value)})"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
 def _text_config_values(config: object) -> dict[str, Any]:
     """The config as a dict; for a multimodal config without sizes of its own, its ``text_config``."""
     if isinstance(config, Mapping):
@@ -306,11 +508,13 @@ def _size(values: Mapping[str, Any], name: str) -> object:
     raise ValueError(f"config is missing the key {name!r} (or an alias: {', '.join(_SIZE_KEYS[name][1:])})")
 
 
-def _head_dim(values: Mapping[str, Any]) -> int:
+def _head_dim(values: Mapping[str, Any], model_type: object) -> int:
     if values.get("qk_rope_head_dim") is not None:  # multi-head latent attention: the rotary slice
         return check_positive_int("config['qk_rope_head_dim']", values["qk_rope_head_dim"])
     if values.get("head_dim") is not None:
         return check_positive_int("config['head_dim']", values["head_dim"])
+    if model_type in _DEFAULT_HEAD_DIM:
+        return _DEFAULT_HEAD_DIM[model_type]
     hidden = check_positive_int("config['hidden_size']", _size(values, "hidden_size"))
     heads = check_positive_int("config['num_attention_heads']", _size(values, "num_attention_heads"))
     return hidden // heads

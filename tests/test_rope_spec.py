@@ -24,7 +24,15 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb as lla
 
 from posenc_lib.rope import apply_rope, rope_permutation
 from posenc_lib.rope_scaling import rope_inverse_frequencies
-from posenc_lib.rope_spec import RopeSpec, load_rope_configs, rope_layer_types
+from posenc_lib.rope_spec import (
+    RopeSpec,
+    RopeSummary,
+    RopeTableRow,
+    load_rope_configs,
+    rope_layer_types,
+    rope_summary,
+    rope_table,
+)
 
 # transformers computes the frequencies in float32 (base ** (arange / dim) rounds the exponent to ~6e-8, i.e.
 # ~ln(base) * 6e-8 ~ 1e-6 relative); ours are float64, compared after casting to float32.
@@ -51,6 +59,7 @@ EXPECTED = {
     "gemma-3-12b-it": (256, 256, 1e6, "half", "linear"),  # full_attention; sliding_attention: default
     "DeepSeek-V3": (64, 64, 10000.0, "interleaved", "yarn"),
     "gpt-oss-20b": (64, 64, 150000.0, "half", "yarn"),
+    "glm-4-9b-chat-hf": (128, 64, 10000.0, "interleaved", "default"),  # partial_rotary_factor 0.5 by default
     "SmolLM2-135M": (64, 64, 100000.0, "half", "default"),
     "gpt-j-6b": (256, 64, 10000.0, "interleaved", "default"),
 }
@@ -227,6 +236,9 @@ SIZES = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1, "v
         {"model_type": "stablelm", "max_position_embeddings": 2048},
         {"model_type": "gpt_neox", "max_position_embeddings": 2048},
         {"model_type": "gemma", "max_position_embeddings": 2048, "head_dim": 16},
+        # GLM: partial_rotary_factor 0.5 and head_dim 128 (not hidden_size / num_attention_heads = 16)
+        {"model_type": "glm", "max_position_embeddings": 2048},
+        {"model_type": "glm4", "max_position_embeddings": 2048, "rope_theta": 5e6},
         {
             "model_type": "qwen2",
             "max_position_embeddings": 2048,
@@ -314,7 +326,13 @@ def llama_style_configs(draw: st.DrawFn) -> tuple[dict, int | None]:
     max_positions = draw(st.integers(256, 1 << 17))
     original = draw(st.integers(64, max_positions))
     factor = draw(st.floats(1.0, 64.0))
-    rope_type = draw(st.sampled_from(["default", "linear", "dynamic", "yarn", "llama3", "longrope"]))
+    # transformers' dynamic NTK raises ZeroDivisionError for r = 2 (its exponent r / (r - 2)); ours returns
+    # theta_0 = 1, the only frequency there is. Compare with it only where it computes.
+    rope_type = draw(
+        st.sampled_from(["default", "linear", "dynamic", "yarn", "llama3", "longrope"]).filter(
+            lambda name: name != "dynamic" or half > 1
+        )
+    )
     parameters: dict = {"rope_type": rope_type}
     if rope_type in ("linear", "dynamic", "yarn", "llama3"):
         parameters["factor"] = factor
@@ -480,3 +498,344 @@ def test_spec_is_immutable() -> None:
     assert copy.deepcopy(spec) == spec and pickle.loads(pickle.dumps(spec)) == spec
     assert hash(spec) == hash(RopeSpec.from_config(MODELS["Phi-3-mini-128k-instruct"]))
     assert RopeSpec(**{**dataclasses.asdict(spec), "scaling": {"rope_type": "default"}}).scaling is None
+
+
+# --- the table of published models (issue 11, item 7): every row against transformers --------------------
+
+TABLE = rope_table()
+# Wavelengths 2*pi/theta from transformers' float32 frequencies: within float32 rounding of theta (HF_RTOL).
+WAVELENGTH_RTOL = 1e-5
+
+
+def row_id(row: RopeTableRow) -> str:
+    return row.model if row.layer_type is None else f"{row.model}[{row.layer_type}]"
+
+
+def hf_frequencies(
+    entry: dict, layer_type: str | None, seq_len: int
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """transformers' float32 ``(unscaled theta_c, theta'_c used at positions < seq_len, attention factor)``.
+
+    The unscaled ones are the rotary module's own ``compute_default_rope_parameters``; the scaled ones are its
+    ``inv_freq`` after a forward pass at position ``seq_len - 1`` (which switches LongRoPE to its long
+    factors). GPT-J has no rotary module: its frequencies are read back from its sin/cos table at position 1.
+    """
+    if entry["model_type"] == "gptj":
+        sin, cos = create_sinusoidal_positions(2, entry["rotary_dim"])[1].chunk(2)
+        inv_freq = torch.atan2(sin, cos)  # the angle at position 1 is theta_c itself (all <= 1 rad)
+        return inv_freq, inv_freq, 1.0
+    config = hf_config(entry).get_text_config()
+    module = hf_rotary_module(config)
+    by_layer = {"layer_type": layer_type} if layer_type else {}
+    unscaled, _ = type(module).compute_default_rope_parameters(config, **by_layer)
+    module(torch.zeros(1, 1, 1, 1), torch.tensor([[seq_len - 1]]), **by_layer)
+    prefix = f"{layer_type}_" if layer_type else ""
+    return unscaled, getattr(module, f"{prefix}inv_freq"), getattr(module, f"{prefix}attention_scaling")
+
+
+def hf_rotate(
+    entry: dict, layer_type: str | None, q: torch.Tensor, k: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """``q``, ``k`` ``[B, H, T, d_h]`` rotated at positions 0 .. T-1 as the model's attention code does."""
+    seq_len = q.shape[-2]
+    if entry["model_type"] == "gptj":
+        rotary_dim = entry["rotary_dim"]
+        sin, cos = create_sinusoidal_positions(seq_len, rotary_dim)[None].chunk(2, dim=-1)
+
+        def rotate(x: torch.Tensor) -> torch.Tensor:  # GPT-J's attention works on [B, T, H, d_h]
+            x = x.transpose(1, 2)
+            rotated = gptj_apply(x[..., :rotary_dim], sin, cos)
+            return torch.cat([rotated, x[..., rotary_dim:]], dim=-1).transpose(1, 2)
+
+        return rotate(q), rotate(k)
+    config = hf_config(entry).get_text_config()
+    module = hf_rotary_module(config)
+    modeling = importlib.import_module(type(module).__module__)
+    by_layer = {"layer_type": layer_type} if layer_type else {}
+    cos, sin = module(q, torch.arange(seq_len)[None], **by_layer)
+    prefix = f"{layer_type}_" if layer_type else ""
+    rotary_dim = 2 * getattr(module, f"{prefix}inv_freq").numel()
+    # DeepseekV3Attention calls the interleaved variant when config.rope_interleave is set
+    apply = (
+        modeling.apply_rotary_pos_emb_interleave
+        if getattr(config, "rope_interleave", False)
+        else modeling.apply_rotary_pos_emb
+    )
+    q_rot, k_rot = apply(q[..., :rotary_dim], k[..., :rotary_dim], cos, sin)
+    return (
+        torch.cat([q_rot, q[..., rotary_dim:]], dim=-1),
+        torch.cat([k_rot, k[..., rotary_dim:]], dim=-1),
+    )
+
+
+def test_table_covers_the_models_of_the_issue_in_the_files_order() -> None:
+    issue_models = {
+        "Llama-2-7b",
+        "Llama-3.1-8B",
+        "Mistral-7B-v0.1",
+        "Qwen2.5-7B-Instruct-YaRN",
+        "Phi-3-mini-128k-instruct",
+        "gemma-2-9b",
+        "gemma-3-12b-it",
+        "DeepSeek-V3",
+        "gpt-oss-20b",
+        "pythia-160m",
+        "glm-4-9b-chat-hf",
+        "SmolLM2-135M",
+    }
+    assert issue_models <= {row.model for row in TABLE}
+    expected = [(name, layer_type) for name in MODELS for layer_type in spec_layer_types(MODELS[name])]
+    assert [(row.model, row.layer_type) for row in TABLE] == expected
+    for row in TABLE:
+        assert row.source == MODELS[row.model]["source"]
+        assert row.note == MODELS[row.model].get("note", "")
+        assert row.summary == rope_summary(RopeSpec.from_config(MODELS[row.model], layer_type=row.layer_type))
+
+
+@pytest.mark.parametrize("row", TABLE, ids=row_id)
+def test_table_row_equals_what_transformers_computes(row: RopeTableRow) -> None:
+    """Widths, base, type, contexts, frequencies, wavelengths and attention factor, from transformers."""
+    entry, summary = MODELS[row.model], row.summary
+    spec = RopeSpec.from_config(entry, layer_type=row.layer_type)
+    config = hf_config(entry).get_text_config()
+    factor = (spec.scaling or {}).get("factor")
+    if factor is not None and config.max_position_embeddings <= (summary.trained_context or 0):
+        # the config adds a scaling but keeps max_position_embeddings at L0 (Qwen2.5's YaRN): s * L0
+        assert summary.extended_context == factor * summary.trained_context > config.max_position_embeddings
+    else:
+        assert summary.extended_context == config.max_position_embeddings
+    if (
+        entry["model_type"] == "gptj"
+    ):  # no rope_parameters: the width is config.rotary_dim, the base in the code
+        assert summary.rotary_dim == config.rotary_dim and summary.trained_context == config.n_positions
+    else:
+        rope = config.rope_parameters[row.layer_type] if row.layer_type else config.rope_parameters
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        assert (summary.head_dim, summary.base, summary.rope_type) == (
+            head_dim,
+            rope["rope_theta"],
+            rope["rope_type"],
+        )
+        assert summary.rotary_dim == int(head_dim * rope.get("partial_rotary_factor", 1.0))
+        trained = rope.get("original_max_position_embeddings", config.max_position_embeddings)
+        assert summary.trained_context == (None if rope["rope_type"] == "linear" else trained)
+    unscaled, scaled, attention_scaling = hf_frequencies(entry, row.layer_type, summary.extended_context)
+    assert unscaled.shape == scaled.shape == (summary.rotary_dim // 2,)
+    assert_close(
+        rope_inverse_frequencies(summary.rotary_dim, base=summary.base).float(),
+        unscaled,
+        rtol=HF_RTOL,
+        atol=0.0,
+    )
+    assert_close(spec.frequencies(summary.extended_context)[0].float(), scaled, rtol=HF_RTOL, atol=0.0)
+    assert math.isclose(
+        summary.longest_wavelength, 2 * math.pi / unscaled.min().item(), rel_tol=WAVELENGTH_RTOL
+    )
+    assert math.isclose(
+        summary.longest_scaled_wavelength, 2 * math.pi / scaled.min().item(), rel_tol=WAVELENGTH_RTOL
+    )
+    assert math.isclose(summary.attention_factor, attention_scaling, rel_tol=1e-12)
+    assert summary.scaled_wavelength_over_extended_context == (
+        summary.longest_scaled_wavelength / summary.extended_context
+    )
+    if summary.trained_context is not None:
+        assert summary.wavelength_over_trained_context == summary.longest_wavelength / summary.trained_context
+
+
+@pytest.mark.parametrize("row", TABLE, ids=row_id)
+def test_table_layout_is_that_of_the_models_attention_code(row: RopeTableRow) -> None:
+    """The attention logits q_m . k_n after our rotation equal those after the model's own, and differ with
+    the other layout. (Logits, not rotated vectors: DeepSeek-V3's code returns the pairs de-interleaved.)"""
+    spec = RopeSpec.from_config(MODELS[row.model], layer_type=row.layer_type)
+    q, k = torch.randn(2, 1, 2, 24, spec.head_dim, generator=torch.Generator().manual_seed(3))
+    theirs = hf_rotate(MODELS[row.model], row.layer_type, q, k)
+
+    def logits(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        return queries @ keys.transpose(-1, -2)
+
+    ours = spec.rotary_embedding()
+    assert row.summary.layout == spec.layout
+    assert_close(logits(ours(q), ours(k)), logits(*theirs), rtol=1e-4, atol=1e-4)
+    other = dataclasses.replace(spec, layout="half" if spec.layout == "interleaved" else "interleaved")
+    other_rotation = other.rotary_embedding()
+    assert (logits(other_rotation(q), other_rotation(k)) - logits(*theirs)).abs().max() > 0.1
+
+
+def wavelength(base: float, rotary_dim: int, pair: int) -> float:
+    """lambda_c = 2 pi / theta_c with theta_c = b^(-2c/r), written out for the expected values below."""
+    return 2 * math.pi * base ** (2 * pair / rotary_dim)
+
+
+LLAMA31_LONGEST = wavelength(500000.0, 128, 63)  # 2 pi 500000^(126/128), about 2.56 million positions
+PHI3_LONG_FACTORS = MODELS["Phi-3-mini-128k-instruct"]["rope_scaling"]["long_factor"]
+EXPECTED_ROWS = {
+    ("Llama-3.1-8B", None): {
+        "layout": "half",
+        "head_dim": 128,
+        "rotary_dim": 128,
+        "base": 500000.0,
+        "rope_type": "llama3",
+        "scaling": "factor=8, high_freq_factor=4, low_freq_factor=1",
+        "attention_factor": 1.0,
+        "trained_context": 8192,
+        "extended_context": 131072,
+        "longest_wavelength": LLAMA31_LONGEST,
+        # lambda > L0 / low_freq_factor = 8192: the frequency is divided by the factor 8
+        "longest_scaled_wavelength": 8 * LLAMA31_LONGEST,
+        "wavelength_over_trained_context": LLAMA31_LONGEST / 8192,
+        "scaled_wavelength_over_extended_context": 8 * LLAMA31_LONGEST / 131072,
+    },
+    ("Llama-2-7b", None): {
+        "layout": "half",
+        "rotary_dim": 128,
+        "rope_type": "default",
+        "scaling": "",
+        "trained_context": 4096,
+        "extended_context": 4096,
+        "longest_wavelength": wavelength(10000.0, 128, 63),
+        "longest_scaled_wavelength": wavelength(10000.0, 128, 63),
+        "wavelength_over_trained_context": wavelength(10000.0, 128, 63) / 4096,
+    },
+    ("glm-4-9b-chat-hf", None): {
+        "layout": "interleaved",
+        "head_dim": 128,
+        "rotary_dim": 64,
+        "base": 10000.0,
+        "rope_type": "default",
+        "trained_context": 131072,
+        "extended_context": 131072,
+        "longest_wavelength": wavelength(10000.0, 64, 31),
+        # the slowest pair turns almost three times within the stated context
+        "wavelength_over_trained_context": wavelength(10000.0, 64, 31) / 131072,
+    },
+    ("Phi-3-mini-128k-instruct", None): {
+        "rotary_dim": 96,
+        "rope_type": "longrope",
+        "scaling": "factor=32, long_factor=1.07..64.76 (48), short_factor=1.1..3.05 (48)",
+        "attention_factor": math.sqrt(1 + math.log(32) / math.log(4096)),
+        "trained_context": 4096,
+        "extended_context": 131072,
+        "longest_wavelength": wavelength(10000.0, 96, 47),
+        # theta'_c = theta_c / long_factor_c: the slowest pair also has the largest factor
+        "longest_scaled_wavelength": wavelength(10000.0, 96, 47) * PHI3_LONG_FACTORS[47],
+    },
+    ("gemma-3-12b-it", "full_attention"): {
+        "rotary_dim": 256,
+        "base": 1e6,
+        "rope_type": "linear",
+        "scaling": "factor=8",
+        "trained_context": None,  # linear scaling: the config does not say
+        "extended_context": 131072,
+        "longest_wavelength": wavelength(1e6, 256, 127),
+        "longest_scaled_wavelength": 8 * wavelength(1e6, 256, 127),
+        "wavelength_over_trained_context": None,
+    },
+    ("gemma-3-12b-it", "sliding_attention"): {
+        "base": 10000.0,
+        "rope_type": "default",
+        "trained_context": 131072,
+        "longest_wavelength": wavelength(10000.0, 256, 127),
+    },
+    ("gpt-oss-20b", None): {
+        "rotary_dim": 64,
+        "base": 150000.0,
+        "rope_type": "yarn",
+        "scaling": "factor=32, beta_fast=32, beta_slow=1, truncate=False",
+        "attention_factor": 0.1 * math.log(32) + 1,  # YaRN's mscale
+        "trained_context": 4096,
+        "longest_wavelength": wavelength(150000.0, 64, 31),
+        # far fewer than beta_slow = 1 turn within L0: the slowest pair is fully interpolated
+        "longest_scaled_wavelength": 32 * wavelength(150000.0, 64, 31),
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "key", EXPECTED_ROWS, ids=lambda key: key[0] if key[1] is None else f"{key[0]}[{key[1]}]"
+)
+def test_table_rows_of_well_known_models_equal_hand_computed_values(key: tuple[str, str | None]) -> None:
+    (row,) = [row for row in rope_table([key[0]]) if row.layer_type == key[1]]
+    values = dataclasses.asdict(row.summary)
+    for name, expected in EXPECTED_ROWS[key].items():
+        if isinstance(expected, float):
+            assert math.isclose(values[name], expected, rel_tol=1e-12), name
+        else:
+            assert values[name] == expected, name
+
+
+def test_table_rows_are_plain_immutable_data() -> None:
+    row = rope_table(["SmolLM2-135M"])[0]
+    assert isinstance(row.summary, RopeSummary)
+    flat = row.as_dict()
+    assert list(flat) == ["model", "layer_type", *dataclasses.asdict(row.summary), "source", "note"]
+    assert flat["model"] == "SmolLM2-135M" and flat["base"] == 100000.0 and flat["note"] == ""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        row.summary.base = 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        row.model = "other"
+    assert pickle.loads(pickle.dumps(row)) == row
+
+
+def test_table_keeps_the_files_order_whatever_the_order_of_names() -> None:
+    rows = rope_table(["SmolLM2-135M", "Llama-2-7b", "Llama-2-7b"])
+    assert [row.model for row in rows] == ["Llama-2-7b", "SmolLM2-135M"]
+    assert rope_table(name for name in ["gemma-3-1b-pt"])[1].layer_type == "sliding_attention"
+    assert rope_table([]) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pairs=st.integers(1, 64),
+    base=st.floats(1e3, 1e7),  # with L0 >= 256, every YaRN ramp is non-empty (rope_frequencies checks it)
+    factor=st.floats(1.0, 64.0),
+    rope_type=st.sampled_from(["default", "linear", "yarn", "llama3"]),
+    original=st.integers(256, 1 << 15),
+    extension=st.integers(1, 8),
+)
+def test_scaled_wavelength_lies_between_the_unscaled_one_and_factor_times_it(
+    pairs: int, base: float, factor: float, rope_type: str, original: int, extension: int
+) -> None:
+    """Linear, YaRN and Llama 3 move each theta_c into [theta_c / s, theta_c]; linear divides all by s."""
+    rotary_dim = 2 * pairs
+    scaling = {"rope_type": rope_type, "factor": factor, "original_max_position_embeddings": original}
+    if rope_type == "default":
+        scaling = None
+    elif rope_type == "linear":
+        del scaling["original_max_position_embeddings"]
+    elif rope_type == "llama3":
+        scaling.update(low_freq_factor=1.0, high_freq_factor=4.0)
+    spec = RopeSpec(rotary_dim, rotary_dim, base, "half", scaling, original * extension)
+    summary = rope_summary(spec)
+    longest = summary.longest_wavelength
+    assert math.isclose(
+        longest, 2 * math.pi / rope_inverse_frequencies(rotary_dim, base=base).min().item(), rel_tol=1e-12
+    )
+    scale = 1.0 if scaling is None else factor
+    assert longest * (1 - 1e-12) <= summary.longest_scaled_wavelength <= scale * longest * (1 + 1e-12)
+    if rope_type in ("default", "linear"):
+        assert math.isclose(summary.longest_scaled_wavelength, scale * longest, rel_tol=1e-12)
+    assert summary.trained_context == (
+        None if rope_type == "linear" else original if scaling else original * extension
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: rope_summary(MODELS["Llama-2-7b"]), TypeError, "spec must be a RopeSpec"),
+        (lambda: rope_table("Llama-2-7b"), TypeError, r"names must be None or a list of model names"),
+        (lambda: rope_table(42), TypeError, "names must be None or a list"),
+        (lambda: rope_table([7]), TypeError, "names must hold model names"),
+        (lambda: rope_table(["Llama-4"]), ValueError, r"unknown model 'Llama-4'; known models: Llama-2-7b, "),
+    ],
+)
+def test_bad_table_arguments_raise_errors_naming_them(call, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_qwen25_yarn_extends_its_context_four_times_though_max_position_embeddings_stays() -> None:
+    """Qwen2.5's README adds YaRN (factor 4, L0 = 32768) and leaves max_position_embeddings at 32768."""
+    (row,) = rope_table(["Qwen2.5-7B-Instruct-YaRN"])
+    assert MODELS[row.model]["max_position_embeddings"] == 32768
+    assert (row.summary.trained_context, row.summary.extended_context) == (32768, 131072)
