@@ -133,7 +133,7 @@ context-lab: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python experiments/context_extension_lab.py
 
 # SmolLM2-135M-Instruct past its trained context (8192 tokens) with each RoPE scaling, on slices of 16384 tokens
-# of Pride and Prejudice: rewrites posenc_lib/data/smollm2_long_context.json (about 30 minutes on 2 cores; pass
+# of Pride and Prejudice: rewrites posenc_lib/data/smollm2_long_context.json (about 15 minutes on 2 cores; pass
 # DEVICE=cuda to run it on a GPU).
 DEVICE ?= cpu
 smollm2-long: $(STAMP)

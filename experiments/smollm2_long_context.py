@@ -19,7 +19,7 @@ first 2048 tokens of the first slice as a separate short run: the chapter re-mea
 The results file (``posenc_lib/data/smollm2_long_context.json``, package data, so that the chapter can read
 it in Colab too) holds the environment (versions, device, threads), the inputs (the model file's SHA-256,
 the text's package and version, each slice's token range, the SHA-256 of its token ids and its first and
-last characters) and the run times. About 30 minutes on 2 CPU cores; ``--device cuda`` runs it on a GPU;
+last characters) and the run times. About 15 minutes on 2 CPU cores; ``--device cuda`` runs it on a GPU;
 ``--quick`` runs one 512-token slice with two methods and writes nothing unless ``--output`` is given (``make
 test`` runs it).
 
@@ -51,6 +51,12 @@ RESULTS = Path(__file__).resolve().parent.parent / "posenc_lib" / "data" / "smol
 METHODS = ("none", "pi", "ntk", "dynamic", "yarn")
 BIN = 512  # positions per bin of the per-position curves
 SHORT = 2048  # length of the short run that the chapter repeats live
+DESCRIPTION = (
+    "SmolLM2-135M-Instruct (trained context L0 = 8192) on slices of 2 L0 tokens of Pride and Prejudice, "
+    "with its RoPE replaced by posenc_lib.hf.HFRotaryEmbedding for each context extension by s = 2: mean "
+    "next-token negative log-likelihood (nats) per bin of positions, perplexity below and above L0, and the "
+    "perplexity of the first 2048 tokens; written by experiments/smollm2_long_context.py (make smollm2-long)."
+)
 LOGIT_CHUNK = 1024  # positions per chunk of the output layer (full logits of 16k tokens would take 3 GB)
 
 
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if starts[-1] + length > ids.numel():
         raise ValueError(f"the text has {ids.numel()} tokens, too few for slices of {length}")
 
-    results: dict[str, Any] = {"methods": {}}
+    results: dict[str, Any] = {"description": DESCRIPTION, "methods": {}}
     for method in methods:
         model.model.rotary_emb = HFRotaryEmbedding(scaled_config(config, method, factor))
         method_started = time.perf_counter()

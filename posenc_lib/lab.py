@@ -32,8 +32,9 @@ from posenc_lib._validation import check_choice, check_positive_float, check_pos
 from posenc_lib.rope import RotaryEmbedding
 from posenc_lib.rope_scaling import rope_frequencies, rope_inverse_frequencies
 
-RESULTS = ("context_extension_lab",)
-"""Results files that :func:`load_results` can read (written by ``experiments/context_extension_lab.py``)."""
+RESULTS = ("context_extension_lab", "smollm2_long_context")
+"""Results files that :func:`load_results` can read (written by the scripts of the same names in
+``experiments/``)."""
 
 TASKS = ("lag_copy", "copy", "reverse")
 """Names accepted by :func:`make_task_batch`, :func:`train_model` and :func:`evaluate_model`."""

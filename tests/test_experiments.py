@@ -20,7 +20,7 @@ def test_smollm2_long_context_quick_run_writes_a_complete_results_file(tmp_path:
         [sys.executable, str(script), "--quick", "--output", str(output)], check=True, env=environment
     )
     results = json.loads(output.read_text())
-    assert set(results) == {"methods", "inputs", "environment"}
+    assert set(results) == {"description", "methods", "inputs", "environment"}
     assert set(results["methods"]) == {"none", "pi"}
     for record in results["methods"].values():
         (curve,) = record["slices"]
@@ -31,3 +31,29 @@ def test_smollm2_long_context_quick_run_writes_a_complete_results_file(tmp_path:
     (piece,) = results["inputs"]["slices"]
     assert piece["first_characters"].startswith("It is a truth universally acknowledged")
     assert results["environment"]["transformers"] == "5.18.0"
+
+
+def test_smollm2_long_context_results_file_matches_its_inputs() -> None:
+    """The shipped results file was made from this text, this model and the script's methods."""
+    import hashlib
+
+    from posenc_lib.lab import load_results
+    from posenc_lib.pretrained import SMOLLM2_GGUF_SHA256, load_smollm2
+    from posenc_lib.texts import pride_and_prejudice
+
+    results = load_results("smollm2_long_context")
+    assert list(results["methods"]) == ["none", "pi", "ntk", "dynamic", "yarn"]
+    inputs = results["inputs"]
+    assert inputs["model_sha256"] == SMOLLM2_GGUF_SHA256 and inputs["slice_length"] == 2 * 8192
+    _, tokenizer = load_smollm2()
+    ids = tokenizer(pride_and_prejudice(), return_tensors="pt").input_ids[0]
+    assert inputs["text_tokens"] == ids.numel()
+    for piece in inputs["slices"]:
+        tokens = ids[piece["token_start"] : piece["token_stop"]].numpy().astype("<i8").tobytes()
+        assert hashlib.sha256(tokens).hexdigest() == piece["token_ids_sha256"]
+    methods = results["methods"]
+    # dynamic NTK changes nothing up to L0: its short run is the unscaled model's
+    assert methods["dynamic"]["short_run"] == {**methods["none"]["short_run"]}
+    for record in methods.values():
+        for curve in record["slices"]:
+            assert len(curve["mean_nll_per_bin"]) == (2 * 8192 - 1) // inputs["bin"]

@@ -246,9 +246,13 @@ def test_context_extension_script_runs(tmp_path) -> None:
 def test_load_results_reads_the_installed_results_file() -> None:
     from posenc_lib.lab import RESULTS, load_results
 
+    expected_keys = {
+        "context_extension_lab": {"description", "settings", "environment", "seeds"},
+        "smollm2_long_context": {"description", "methods", "inputs", "environment"},
+    }
+    assert set(expected_keys) == set(RESULTS)
     for name in RESULTS:
-        results = load_results(name)
-        assert {"description", "settings", "environment", "seeds"} <= set(results)
+        assert expected_keys[name] <= set(load_results(name))
     assert load_results("context_extension_lab") == json.loads(
         _experiment().RESULTS.read_text(encoding="utf-8")
     )
