@@ -399,6 +399,8 @@ class RotaryEmbedding(PositionalEncoding):
         q_positions: torch.Tensor,
         k_positions: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_positions_shape(q_positions, q, -2, "q_positions")  # shapes only: no value is read
+        _check_positions_shape(k_positions, k, -2, "k_positions")
         return self._rotate_at(q, q_positions, -2), self._rotate_at(k, k_positions, -2)
 
     def extra_repr(self) -> str:
@@ -445,9 +447,11 @@ def _check_seq_dim(seq_dim: object, x: torch.Tensor) -> int:
     return seq_dim  # type: ignore[return-value]
 
 
-def _check_positions_shape(positions: object, x: torch.Tensor, seq_dim: int) -> torch.Tensor:
+def _check_positions_shape(
+    positions: object, x: torch.Tensor, seq_dim: int, name: str = "positions"
+) -> torch.Tensor:
     """``positions`` must be ``[T]`` or ``[B, T]`` for the sequence axis of ``x``."""
-    positions = check_position_tensor("positions", positions)
+    positions = check_position_tensor(name, positions)
     seq_len = x.shape[seq_dim]
     has_batch = x.ndim + seq_dim >= 1
     batch_ok = positions.ndim == 1 or (
@@ -458,7 +462,7 @@ def _check_positions_shape(positions: object, x: torch.Tensor, seq_dim: int) -> 
         if has_batch:
             expected += f" or [B, T] = [{x.shape[0]}, {seq_len}] (or [1, {seq_len}])"
         raise ValueError(
-            f"positions must have shape {expected}, T being x.shape[{seq_dim}]; "
+            f"{name} must have shape {expected}, T being x.shape[{seq_dim}]; "
             f"got shape {tuple(positions.shape)} for x of shape {tuple(x.shape)}"
         )
     return positions

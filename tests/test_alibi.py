@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import pytest
@@ -12,7 +11,6 @@ from hypothesis import strategies as st
 from transformers.models.bloom.modeling_bloom import build_alibi_tensor
 
 from posenc_lib.alibi import ALiBi, _alibi_slopes_float64, alibi_bias, alibi_slopes
-from posenc_lib.base import PositionalEncoding
 
 
 def paper_slopes(num_heads: int) -> list[float]:
@@ -195,42 +193,3 @@ def test_far_keys_keep_a_finite_bias() -> None:
 def test_slopes_are_computed_on_the_device_asked() -> None:
     on_meta = _alibi_slopes_float64(12, device="meta")
     assert on_meta.device.type == "meta" and on_meta.shape == (12,) and on_meta.dtype == torch.float64
-
-
-def test_hook_reads_no_values_on_meta_and_compiles_without_graph_breaks() -> None:
-    module = ALiBi(4)
-    q, k = torch.empty(3, 4, 5, 8, device="meta"), torch.empty(3, 4, 7, 8, device="meta")
-    bias = module.logit_bias(q, k, torch.arange(2, 7, device="meta"), torch.arange(7, device="meta"))
-    assert bias.shape == (1, 4, 5, 7) and bias.device.type == "meta"
-    q, k = torch.randn(3, 4, 5, 8), torch.randn(3, 4, 7, 8)
-    q_positions, k_positions = torch.arange(2, 7), torch.arange(7)
-    compiled = torch.compile(module.logit_bias, fullgraph=True, backend="eager")
-    torch.testing.assert_close(
-        compiled(q, k, q_positions, k_positions), module.logit_bias(q, k, q_positions, k_positions)
-    )
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    q_len=st.integers(1, 5),
-    k_len=st.integers(1, 5),
-    wrong=st.integers(0, 6),
-    which=st.sampled_from(["q_positions", "k_positions"]),
-)
-def test_positions_of_the_wrong_length_are_a_value_error_naming_them(
-    q_len: int, k_len: int, wrong: int, which: str
-) -> None:
-    right = {"q_positions": q_len, "k_positions": k_len}
-    positions = {name: torch.arange(length) for name, length in right.items()}
-    positions[which] = torch.arange(wrong if wrong != right[which] else wrong + 1)
-    q, k = torch.randn(1, 2, q_len, 4), torch.randn(1, 2, k_len, 4)
-    with pytest.raises(ValueError, match=which):
-        ALiBi(2).logit_bias(q, k, positions["q_positions"], positions["k_positions"])
-
-
-def test_hook_docstrings_are_inherited_from_the_base_class() -> None:
-    for hook in ("embed", "rotate", "logit_bias", "value_term"):
-        assert "Args:" in inspect.getdoc(getattr(PositionalEncoding, hook))
-        override = vars(ALiBi).get(hook)
-        own = None if override is None else override.__doc__
-        assert own is None or ("Args:" not in own and "\n" not in own.strip())

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import GPT2Config, GPT2Model
 
-from posenc_lib.base import PositionalEncoding
 from posenc_lib.learned import LearnedPositionalEmbedding
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
@@ -164,11 +161,3 @@ def test_range_check_is_skipped_where_values_cannot_be_read() -> None:
 def test_bad_input_names_the_argument(call: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         call(LearnedPositionalEmbedding(4, 8))  # type: ignore[operator]
-
-
-def test_hook_docstrings_are_inherited_from_the_base_class() -> None:
-    for hook in ("embed", "rotate", "logit_bias", "value_term"):
-        assert "Args:" in inspect.getdoc(getattr(PositionalEncoding, hook))
-        override = vars(LearnedPositionalEmbedding).get(hook)
-        own = None if override is None else override.__doc__
-        assert own is None or ("Args:" not in own and "\n" not in own.strip())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import pytest
@@ -10,7 +9,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from posenc_lib.base import PositionalEncoding
 from posenc_lib.relative import ShawRelativeEncoding, pairwise_relative_positions, relative_positions
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
@@ -386,11 +384,3 @@ def test_shaw_positions_of_the_wrong_length_are_a_value_error_naming_them(
         module.logit_bias(q, k, positions["q_positions"], positions["k_positions"])
     with pytest.raises(ValueError, match="probs must be 4-D"):
         module.value_term(torch.rand(1, 2, q_len, k_len), positions["q_positions"], positions["k_positions"])
-
-
-def test_hook_docstrings_are_inherited_from_the_base_class() -> None:
-    for hook in ("embed", "rotate", "logit_bias", "value_term"):
-        assert "Args:" in inspect.getdoc(getattr(PositionalEncoding, hook))
-        override = vars(ShawRelativeEncoding).get(hook)
-        own = None if override is None else override.__doc__
-        assert own is None or ("Args:" not in own and "\n" not in own.strip())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import mpmath
@@ -13,7 +12,6 @@ from hypothesis import strategies as st
 from transformers.models.marian.modeling_marian import MarianSinusoidalPositionalEmbedding
 from transformers.models.xlm.modeling_xlm import create_sinusoidal_embeddings
 
-from posenc_lib.base import PositionalEncoding
 from posenc_lib.sinusoidal import (
     SinusoidalPositionalEncoding,
     sinusoid_offset_matrix,
@@ -296,11 +294,3 @@ def test_embed_rejects_positions_of_the_wrong_shape(length: int, wrong: int, ext
 def test_bad_input_names_the_argument(call: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         call()  # type: ignore[operator]
-
-
-def test_hook_docstrings_are_inherited_from_the_base_class() -> None:
-    for hook in ("embed", "rotate", "logit_bias", "value_term"):
-        assert "Args:" in inspect.getdoc(getattr(PositionalEncoding, hook))
-        override = vars(SinusoidalPositionalEncoding).get(hook)
-        own = None if override is None else override.__doc__
-        assert own is None or ("Args:" not in own and "\n" not in own.strip())

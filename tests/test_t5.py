@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -11,7 +9,6 @@ from hypothesis import strategies as st
 from transformers import T5Config, T5EncoderModel
 from transformers.models.t5.modeling_t5 import T5Attention
 
-from posenc_lib.base import PositionalEncoding
 from posenc_lib.t5 import T5RelativeBias, t5_bucket
 
 hf_bucket = T5Attention._relative_position_bucket
@@ -255,39 +252,6 @@ def test_buckets_of_distances_up_to_2_to_the_32_equal_hugging_face(start: int, s
         assert torch.equal(t5_bucket(relative, bidirectional=bidirectional), expected)
 
 
-def test_hook_reads_no_values_on_meta_and_compiles_without_graph_breaks() -> None:
-    module = T5RelativeBias(2, model_dim=8)
-    on_meta = T5RelativeBias(2, model_dim=8).to("meta")
-    q, k = torch.empty(3, 2, 5, 4, device="meta"), torch.empty(3, 2, 7, 4, device="meta")
-    bias = on_meta.logit_bias(q, k, torch.arange(2, 7, device="meta"), torch.arange(7, device="meta"))
-    assert bias.shape == (1, 2, 5, 7) and bias.device.type == "meta"
-    q, k = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 7, 4)
-    q_positions, k_positions = torch.arange(2, 7), torch.arange(7)
-    compiled = torch.compile(module.logit_bias, fullgraph=True, backend="eager")
-    torch.testing.assert_close(
-        compiled(q, k, q_positions, k_positions), module.logit_bias(q, k, q_positions, k_positions)
-    )
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    q_len=st.integers(1, 5),
-    k_len=st.integers(1, 5),
-    wrong=st.integers(0, 6),
-    which=st.sampled_from(["q_positions", "k_positions"]),
-)
-def test_positions_of_the_wrong_length_are_a_value_error_naming_them(
-    q_len: int, k_len: int, wrong: int, which: str
-) -> None:
-    module = T5RelativeBias(2, model_dim=8)
-    right = {"q_positions": q_len, "k_positions": k_len}
-    positions = {name: torch.arange(length) for name, length in right.items()}
-    positions[which] = torch.arange(wrong if wrong != right[which] else wrong + 1)
-    q, k = torch.randn(1, 2, q_len, 4), torch.randn(1, 2, k_len, 4)
-    with pytest.raises(ValueError, match=which):
-        module.logit_bias(q, k, positions["q_positions"], positions["k_positions"])
-
-
 def test_bias_rejects_bad_positions_and_nan_settings() -> None:
     module = T5RelativeBias(2, model_dim=8)
     with pytest.raises(TypeError, match="q_positions must be an integer tensor"):
@@ -296,11 +260,3 @@ def test_bias_rejects_bad_positions_and_nan_settings() -> None:
         module.bias(torch.arange(3), torch.zeros(2, 3, dtype=torch.int64))
     with pytest.raises(ValueError, match="initializer_factor must be a finite positive number"):
         T5RelativeBias(2, model_dim=8, initializer_factor=float("nan"))
-
-
-def test_hook_docstrings_are_inherited_from_the_base_class() -> None:
-    for hook in ("embed", "rotate", "logit_bias", "value_term"):
-        assert "Args:" in inspect.getdoc(getattr(PositionalEncoding, hook))
-        override = vars(T5RelativeBias).get(hook)
-        own = None if override is None else override.__doc__
-        assert own is None or ("Args:" not in own and "\n" not in own.strip())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 
@@ -13,7 +12,6 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 from transformers.models.marian.modeling_marian import MarianSinusoidalPositionalEmbedding
 
-from posenc_lib.base import PositionalEncoding
 from posenc_lib.sinusoidal import sinusoidal_encoding_at
 from posenc_lib.transformer_xl import TransformerXLRelativeEncoding, rel_shift
 
@@ -288,13 +286,6 @@ def test_empty_queries_or_keys_give_an_empty_bias(q_len: int, k_len: int) -> Non
         assert bias.shape == (3, 2, q_len, k_len) and bias.device.type == device
 
 
-def test_hook_reads_no_values_on_meta() -> None:
-    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=4).to("meta")
-    q, k = torch.empty(2, 2, 5, 4, device="meta"), torch.empty(2, 2, 7, 4, device="meta")
-    bias = module.logit_bias(q, k, torch.arange(2, 7, device="meta"), torch.arange(7, device="meta"))
-    assert bias.shape == (2, 2, 5, 7) and bias.device.type == "meta"
-
-
 @settings(max_examples=20, deadline=None)
 @given(
     dtype=st.sampled_from(DTYPES),
@@ -315,25 +306,6 @@ def test_bias_keeps_the_dtype_of_q(dtype: torch.dtype, q_len: int, k_len: int, c
     assert torch.equal(bias, expected)  # computed in at least float32, rounded once
 
 
-@settings(max_examples=30, deadline=None)
-@given(
-    q_len=st.integers(1, 5),
-    k_len=st.integers(1, 5),
-    wrong=st.integers(0, 6),
-    which=st.sampled_from(["q_positions", "k_positions"]),
-)
-def test_positions_of_the_wrong_length_are_a_value_error_naming_them(
-    q_len: int, k_len: int, wrong: int, which: str
-) -> None:
-    module = TransformerXLRelativeEncoding(num_heads=2, head_dim=4)
-    right = {"q_positions": q_len, "k_positions": k_len}
-    positions = {name: torch.arange(length) for name, length in right.items()}
-    positions[which] = torch.arange(wrong if wrong != right[which] else wrong + 1)
-    q, k = torch.randn(1, 2, q_len, 4), torch.randn(1, 2, k_len, 4)
-    with pytest.raises(ValueError, match=which):
-        module.logit_bias(q, k, positions["q_positions"], positions["k_positions"])
-
-
 def test_fast_path_costs_what_the_paper_says() -> None:
     """Chapter 3 counts these FLOPs: W_R times the 2T - 1 distances, (q + v) and u times the keys."""
     heads, head_dim, length = 4, 8, 64
@@ -346,14 +318,6 @@ def test_fast_path_costs_what_the_paper_says() -> None:
     projections = 2 * distances * width * width
     products = 2 * heads * length * distances * head_dim + 2 * heads * length * head_dim
     assert counter.get_total_flops() == projections + products
-
-
-def test_hook_docstrings_are_inherited_from_the_base_class() -> None:
-    for hook in ("embed", "rotate", "logit_bias", "value_term"):
-        assert "Args:" in inspect.getdoc(getattr(PositionalEncoding, hook))
-        override = vars(TransformerXLRelativeEncoding).get(hook)
-        own = None if override is None else override.__doc__
-        assert own is None or ("Args:" not in own and "\n" not in own.strip())
 
 
 def test_vmap_over_positions_takes_the_general_path() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import pytest
@@ -11,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rotary_embedding_torch import RotaryEmbedding
 
-from posenc_lib.base import PositionalEncoding
 from posenc_lib.xpos import XPos, apply_xpos, xpos_max_offset, xpos_scale, xpos_zeta
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
@@ -248,20 +246,6 @@ def test_xpos_scale_limits_float64() -> None:
         xpos_scale(8, torch.tensor([limit + 1]))
 
 
-def test_hook_reads_no_values_on_meta_and_compiles_without_graph_breaks() -> None:
-    module = XPos(8)
-    q, k = torch.empty(2, 3, 5, 8, device="meta"), torch.empty(2, 3, 7, 8, device="meta")
-    out_q, out_k = module.rotate(q, k, torch.arange(2, 7, device="meta"), torch.arange(7, device="meta"))
-    assert out_q.shape == q.shape and out_k.shape == k.shape and out_q.device.type == "meta"
-    q, k = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8)
-    q_positions, k_positions = torch.arange(2, 7), torch.arange(7)
-    compiled = torch.compile(module.rotate, fullgraph=True, backend="eager")
-    for got, want in zip(
-        compiled(q, k, q_positions, k_positions), module.rotate(q, k, q_positions, k_positions), strict=True
-    ):
-        torch.testing.assert_close(got, want)
-
-
 def test_empty_queries_or_keys() -> None:
     module = XPos(8)
     q, k = torch.randn(1, 2, 0, 8), torch.randn(1, 2, 4, 8)
@@ -330,11 +314,3 @@ def test_positions_of_the_wrong_shape_are_a_value_error_naming_them(
 def test_bad_input_names_the_argument(call: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         call()  # type: ignore[operator]
-
-
-def test_hook_docstring_is_inherited_from_the_base_class() -> None:
-    for hook in ("embed", "rotate", "logit_bias", "value_term"):
-        assert "Args:" in inspect.getdoc(getattr(PositionalEncoding, hook))
-        override = vars(XPos).get(hook)
-        own = None if override is None else override.__doc__
-        assert own is None or ("Args:" not in own and "\n" not in own.strip())
