@@ -276,8 +276,16 @@ def _load_saved(
 ) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
     """Model (eval mode, no gradients) and tokenizer from a cache folder written by ``_save``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    # No "Loading weights" progress bar: in a notebook it is a widget, which the web book cannot show.
+    bars_were_on = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    finally:
+        if bars_were_on:
+            transformers_logging.enable_progress_bar()
     model.eval()
     model.requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)

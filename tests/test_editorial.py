@@ -46,6 +46,8 @@ CANONICAL_CALLOUTS = {
     "misc-max-position": "07_context_extension",
     "misc-bf16": "08_rope_checkpoints",
     "misc-kv-rerotate": "09_rope_inference",
+    "misc-left-padding": "10_real_llm",
+    "misc-gguf-layout": "10_real_llm",
 }
 
 
