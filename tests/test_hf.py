@@ -10,7 +10,6 @@ import sys
 import mpmath
 import pytest
 import torch
-import transformers
 from torch.testing import assert_close
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
@@ -77,13 +76,7 @@ MODELS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def quiet_transformers():
-    """transformers logs (not warns) about Phi-3's factor-less LongRoPE; keep the test output clean."""
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    yield
-    transformers.logging.set_verbosity(verbosity)
+pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
 
 def tiny_model(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:

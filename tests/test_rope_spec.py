@@ -65,13 +65,7 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def quiet_transformers():
-    """transformers logs (not warns) about Phi-3's factor-less LongRoPE; keep the test output clean."""
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    yield
-    transformers.logging.set_verbosity(verbosity)
+pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
 
 def hf_config(entry: dict) -> transformers.PretrainedConfig:
