@@ -52,6 +52,7 @@ from posenc_lib._validation import (
     check_position_tensor,
     check_positive_float,
     values_on_host,
+    values_readable,
 )
 from posenc_lib.base import PositionalEncoding
 from posenc_lib.rope_scaling import rope_inverse_frequencies
@@ -417,10 +418,9 @@ def _complex_pairs(t: torch.Tensor) -> torch.Tensor:
 
 
 def _fast_path_allowed(*tensors: torch.Tensor) -> bool:
-    """The in-place kernel needs plain tensors: no autograd recording, no functorch wrapper, no compiler."""
-    if torch.compiler.is_compiling():
-        return False
-    if any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
+    """The in-place kernel needs plain tensors whose values exist (no compiler, functorch wrapper, fake or
+    meta tensor; see ``values_readable``) and no autograd recording."""
+    if not values_readable(*tensors):
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
