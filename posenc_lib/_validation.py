@@ -40,6 +40,16 @@ def check_even_positive_int(name: str, value: object) -> int:
     return value
 
 
+def check_rotary_dim(rotary_dim: object, dim: int) -> int:
+    """Return the rotated width: ``dim`` when ``rotary_dim`` is ``None``, else an even int in ``[2, dim]``."""
+    if rotary_dim is None:
+        return dim
+    rotary_dim = check_even_positive_int("rotary_dim", rotary_dim)
+    if rotary_dim > dim:
+        raise ValueError(f"rotary_dim must be an even integer in [2, D] = [2, {dim}], got {rotary_dim}")
+    return rotary_dim
+
+
 def check_positive_float(name: str, value: object) -> float:
     """Return ``value`` as a float if it is a finite real number > 0, else raise naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, Real):

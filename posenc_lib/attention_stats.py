@@ -22,8 +22,13 @@ from __future__ import annotations
 
 import torch
 
-from posenc_lib._validation import check_choice, check_floating_tensor, check_non_negative_int
-from posenc_lib.rope import ROPE_LAYOUTS, _check_rotary_dim
+from posenc_lib._validation import (
+    check_choice,
+    check_floating_tensor,
+    check_non_negative_int,
+    check_rotary_dim,
+)
+from posenc_lib.rope import ROPE_LAYOUTS
 
 
 def _check_square_probabilities(probs: object) -> torch.Tensor:
@@ -112,7 +117,7 @@ def rotary_pair_norms(
     check_choice("layout", layout, ROPE_LAYOUTS)
     if x.ndim < 1 or x.shape[-1] % 2:
         raise ValueError(f"x must have an even last dimension d_h, got shape {tuple(x.shape)}")
-    rotary_dim = _check_rotary_dim(rotary_dim, x.shape[-1])
+    rotary_dim = check_rotary_dim(rotary_dim, x.shape[-1])
     rotated = x[..., :rotary_dim].to(torch.float64)
     if layout == "half":
         first, second = rotated[..., : rotary_dim // 2], rotated[..., rotary_dim // 2 :]

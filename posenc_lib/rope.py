@@ -51,6 +51,7 @@ from posenc_lib._validation import (
     check_floating_tensor,
     check_position_tensor,
     check_positive_float,
+    check_rotary_dim,
     values_on_host,
     values_readable,
 )
@@ -82,7 +83,7 @@ def rope_permutation(dim: int, *, rotary_dim: int | None = None) -> torch.Tensor
         int64 tensor of shape ``[dim]``.
     """
     dim = check_even_positive_int("dim", dim)
-    rotary_dim = _check_rotary_dim(rotary_dim, dim)
+    rotary_dim = check_rotary_dim(rotary_dim, dim)
     rotated = torch.arange(rotary_dim)
     return torch.cat([rotated[0::2], rotated[1::2], torch.arange(rotary_dim, dim)])
 
@@ -168,7 +169,7 @@ def apply_rope(
     if dim % 2:
         raise ValueError(f"x's last dimension D must be even to form pairs, got D = {dim}")
     check_choice("layout", layout, ROPE_LAYOUTS)
-    rotary_dim = _check_rotary_dim(rotary_dim, dim)
+    rotary_dim = check_rotary_dim(rotary_dim, dim)
     attention_factor = check_positive_float("attention_factor", attention_factor)
     if positions is None:
         positions = torch.arange(x.shape[seq_dim], device=x.device)
@@ -240,7 +241,7 @@ def rotate_with_cos_sin(
     check_floating_tensor("sin", sin)
     check_choice("layout", layout, ROPE_LAYOUTS)
     seq_dim = _check_seq_dim(seq_dim, x)
-    rotary_dim = _check_rotary_dim(rotary_dim, x.shape[-1])
+    rotary_dim = check_rotary_dim(rotary_dim, x.shape[-1])
     half = rotary_dim // 2
     if cos.dtype != sin.dtype or cos.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"cos and sin must both be float32 or both float64, got {cos.dtype} and {sin.dtype}")
@@ -327,7 +328,7 @@ class RotaryEmbedding(PositionalEncoding):
         super().__init__()
         self.dim = check_even_positive_int("dim", dim)
         self.layout = check_choice("layout", layout, ROPE_LAYOUTS)
-        self.rotary_dim = _check_rotary_dim(rotary_dim, self.dim)
+        self.rotary_dim = check_rotary_dim(rotary_dim, self.dim)
         self.attention_factor = check_positive_float("attention_factor", attention_factor)
         if inv_freq is None:
             with torch.device("cpu"):  # also under ``with torch.device("meta")``: the module has no weights
@@ -466,12 +467,3 @@ def _check_positions_shape(
             f"got shape {tuple(positions.shape)} for x of shape {tuple(x.shape)}"
         )
     return positions
-
-
-def _check_rotary_dim(rotary_dim: int | None, dim: int) -> int:
-    if rotary_dim is None:
-        return dim
-    rotary_dim = check_even_positive_int("rotary_dim", rotary_dim)
-    if rotary_dim > dim:
-        raise ValueError(f"rotary_dim must be an even integer in [2, D] = [2, {dim}], got {rotary_dim}")
-    return rotary_dim
