@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,43 @@ def test_first_cell_installs_posenc_lib_in_colab_from_the_configured_repository(
     assert "remove-cell" in first.get("metadata", {}).get("tags", []), "the HTML book hides the Colab cell"
     later_code = "".join("".join(cell["source"]) for cell in _code_cells(notebook)[1:])
     assert "import posenc_lib" in later_code
+
+
+def _constraints() -> dict[str, str]:
+    """The pinned versions of constraints.txt, by lower-case package name."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        name, separator, version = line.partition("==")
+        if separator:
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+# Modules of posenc_lib that import transformers when called.
+USES_TRANSFORMERS = re.compile(
+    r"^\s*(from transformers\b|import transformers\b|from posenc_lib\.(hf|pretrained) import)", re.M
+)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_colab_cell_pins_what_the_chapter_needs_as_constraints_txt_does(path: Path) -> None:
+    """Colab comes with its own transformers; a chapter that uses it installs the version it is tested with.
+
+    Every ``package==version`` the Colab cell installs must be the version in constraints.txt, so that Colab
+    readers run what CI runs.
+    """
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    colab_cell = "".join(notebook["cells"][0]["source"])
+    pins = _constraints()
+    installed = dict(re.findall(r"\b([A-Za-z0-9_.-]+)==([0-9][^\s\"]*)", colab_cell))
+    for package, version in installed.items():
+        assert pins.get(package.lower()) == version, (
+            f"{path.name}: the Colab cell installs {package}=={version}, constraints.txt pins "
+            f"{pins.get(package.lower())}"
+        )
+    later_code = "\n".join("".join(cell["source"]) for cell in _code_cells(notebook)[1:])
+    if USES_TRANSFORMERS.search(later_code):
+        assert "transformers" in installed, f"{path.name} uses transformers: its Colab cell must pin it"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
