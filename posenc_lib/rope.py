@@ -50,8 +50,10 @@ from posenc_lib._validation import (
     check_finite_tensor,
     check_floating_tensor,
     check_position_tensor,
+    check_positions_shape,
     check_positive_float,
     check_rotary_dim,
+    check_seq_dim,
     values_on_host,
     values_readable,
 )
@@ -59,7 +61,6 @@ from posenc_lib.base import PositionalEncoding
 from posenc_lib.rope_scaling import rope_inverse_frequencies
 
 ROPE_LAYOUTS = ("half", "interleaved")
-SEQ_DIMS = (-2, -3)
 
 
 def rope_permutation(dim: int, *, rotary_dim: int | None = None) -> torch.Tensor:
@@ -164,7 +165,7 @@ def apply_rope(
         TypeError: ``x`` not a floating tensor, ``positions`` neither an integer nor a floating tensor.
     """
     check_floating_tensor("x", x)
-    seq_dim = _check_seq_dim(seq_dim, x)
+    seq_dim = check_seq_dim(seq_dim, x)
     dim = x.shape[-1]
     if dim % 2:
         raise ValueError(f"x's last dimension D must be even to form pairs, got D = {dim}")
@@ -174,7 +175,7 @@ def apply_rope(
     if positions is None:
         positions = torch.arange(x.shape[seq_dim], device=x.device)
     else:
-        _check_positions_shape(positions, x, seq_dim)
+        check_positions_shape(positions, x, seq_dim)
         positions = positions.to(x.device)
     if inv_freq is None:
         inv_freq = rope_inverse_frequencies(
@@ -240,7 +241,7 @@ def rotate_with_cos_sin(
     check_floating_tensor("cos", cos)
     check_floating_tensor("sin", sin)
     check_choice("layout", layout, ROPE_LAYOUTS)
-    seq_dim = _check_seq_dim(seq_dim, x)
+    seq_dim = check_seq_dim(seq_dim, x)
     rotary_dim = check_rotary_dim(rotary_dim, x.shape[-1])
     half = rotary_dim // 2
     if cos.dtype != sin.dtype or cos.dtype not in (torch.float32, torch.float64):
@@ -383,7 +384,7 @@ class RotaryEmbedding(PositionalEncoding):
                 :func:`apply_rope`.
         """
         check_floating_tensor("x", x)
-        seq_dim = _check_seq_dim(seq_dim, x)
+        seq_dim = check_seq_dim(seq_dim, x)
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise TypeError(f"offset must be an integer, got {offset!r} of type {type(offset).__name__}")
         if positions is None:
@@ -391,7 +392,7 @@ class RotaryEmbedding(PositionalEncoding):
         elif offset:
             raise ValueError(f"give either positions or offset, not both (got offset={offset})")
         else:
-            _check_positions_shape(positions, x, seq_dim)
+            check_positions_shape(positions, x, seq_dim)
         return self._rotate_at(x, positions, seq_dim)
 
     def rotate(
@@ -401,8 +402,8 @@ class RotaryEmbedding(PositionalEncoding):
         q_positions: torch.Tensor,
         k_positions: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_positions_shape(q_positions, q, -2, "q_positions")  # shapes only: no value is read
-        _check_positions_shape(k_positions, k, -2, "k_positions")
+        check_positions_shape(q_positions, q, -2, "q_positions")  # shapes only: no value is read
+        check_positions_shape(k_positions, k, -2, "k_positions")
         return self._rotate_at(q, q_positions, -2), self._rotate_at(k, k_positions, -2)
 
     def extra_repr(self) -> str:
@@ -435,35 +436,3 @@ def _broadcast_to_x(table: torch.Tensor, x: torch.Tensor, seq_dim: int) -> torch
     # [B, T, r/2] against [B, ..., T, D]: singleton axes between the batch and the sequence
     between = x.ndim - table.ndim
     return table.reshape(table.shape[0], *([1] * between), *table.shape[1:])
-
-
-def _check_seq_dim(seq_dim: object, x: torch.Tensor) -> int:
-    check_choice("seq_dim", seq_dim, SEQ_DIMS)
-    if x.ndim < -seq_dim:
-        layout = "[..., T, D]" if seq_dim == -2 else "[B, T, H, D]"
-        raise ValueError(
-            f"x must have shape {layout} (at least {-seq_dim} dimensions) for seq_dim={seq_dim}, "
-            f"got shape {tuple(x.shape)}"
-        )
-    return seq_dim  # type: ignore[return-value]
-
-
-def _check_positions_shape(
-    positions: object, x: torch.Tensor, seq_dim: int, name: str = "positions"
-) -> torch.Tensor:
-    """``positions`` must be ``[T]`` or ``[B, T]`` for the sequence axis of ``x``."""
-    positions = check_position_tensor(name, positions)
-    seq_len = x.shape[seq_dim]
-    has_batch = x.ndim + seq_dim >= 1
-    batch_ok = positions.ndim == 1 or (
-        positions.ndim == 2 and has_batch and positions.shape[0] in (1, x.shape[0])
-    )
-    if not batch_ok or positions.shape[-1] != seq_len:
-        expected = f"[T] = [{seq_len}]"
-        if has_batch:
-            expected += f" or [B, T] = [{x.shape[0]}, {seq_len}] (or [1, {seq_len}])"
-        raise ValueError(
-            f"{name} must have shape {expected}, T being x.shape[{seq_dim}]; "
-            f"got shape {tuple(positions.shape)} for x of shape {tuple(x.shape)}"
-        )
-    return positions

@@ -9,7 +9,7 @@ level of a ``config.json`` or inside transformers 5.x ``rope_parameters``; the c
 the legacy ``rope_scaling`` dict or ``rope_parameters``, whose ``original_max_position_embeddings``
 :math:`L_0` some models keep at the top level (Phi-3) and whose ``factor`` some leave out (Phi-3's LongRoPE).
 Which coordinates form a pair (the *layout*, see :mod:`posenc_lib.rope`) is set by the model's code, not its
-config: GPT-J, CodeGen, Cohere, GLM, Helium, ERNIE 4.5 and DeepSeek-V2 rotate adjacent pairs
+config: GPT-J, CodeGen, Cohere, GLM, Helium, ERNIE 4.5, DeepSeek-V2 and Llama 4 rotate adjacent pairs
 :math:`(x_{2c}, x_{2c+1})`, DeepSeek-V3 does so when ``rope_interleave`` is true (its default), and the Llama
 family rotates :math:`(x_c, x_{c + r/2})`.
 
@@ -41,9 +41,21 @@ from posenc_lib.rope_scaling import ROPE_TYPES, rope_frequencies
 
 # Model types whose transformers code rotates adjacent pairs (x_2c, x_2c+1): ``rotate_every_two`` (GPT-J,
 # CodeGen), a ``rotate_half`` over even/odd coordinates (Cohere, GLM, Helium, ERNIE 4.5) or complex
-# multiplication (DeepSeek-V2). Every other model type rotates (x_c, x_c+r/2), the Llama/GPT-NeoX layout.
+# multiplication (DeepSeek-V2, Llama 4). Every other model type rotates (x_c, x_c+r/2), the Llama/GPT-NeoX
+# layout.
 _INTERLEAVED_MODEL_TYPES = frozenset(
-    {"gptj", "codegen", "cohere", "cohere2", "glm", "glm4", "helium", "ernie4_5", "deepseek_v2"}
+    {
+        "gptj",
+        "codegen",
+        "cohere",
+        "cohere2",
+        "glm",
+        "glm4",
+        "helium",
+        "ernie4_5",
+        "deepseek_v2",
+        "llama4_text",
+    }
 )
 # Model types whose config has a ``rope_interleave`` flag, with transformers' default for it.
 _ROPE_INTERLEAVE_DEFAULTS = {"deepseek_v3": True}
@@ -65,6 +77,7 @@ _DEFAULT_ROPE_THETA = {
     "gpt_oss": 150000.0,
     "glm": 10000.0,
     "glm4": 10000.0,
+    "llama4_text": 500000.0,
 }
 # The rope dict transformers 5.18's config class sets when config.json has none (GptOssConfig.__post_init__).
 _DEFAULT_ROPE_PARAMETERS = {
@@ -251,7 +264,8 @@ class RopeSpec:
         sequence length, pass the length to serve, or use :class:`posenc_lib.hf.HFRotaryEmbedding`, which
         switches as transformers does.
         """
-        inv_freq, attention_factor = self.frequencies(seq_len)
+        with torch.device("cpu"):  # also under ``with torch.device("meta")``: the module has no weights
+            inv_freq, attention_factor = self.frequencies(seq_len)
         return RotaryEmbedding(
             self.head_dim,
             base=self.base,
