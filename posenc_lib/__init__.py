@@ -23,9 +23,12 @@ Each module holds one family of encodings, with its formula and paper in the doc
 * :mod:`posenc_lib.attention_stats`: attention by distance, attention to one key (sinks) and rotary pair
   norms, for reading a trained model;
 * :mod:`posenc_lib.transformer`: attention, a Transformer block and a tiny decoder that take any of them;
+* :mod:`posenc_lib.streaming`: a rolling KV cache with attention sinks (StreamingLLM, Xiao et al. 2023) for
+  the tiny decoder, and streaming perplexity and sink attention for a Llama model (SmolLM2);
 * :mod:`posenc_lib.mla`: DeepSeek's multi-head latent attention with decoupled RoPE (DeepSeek-V2 2024), and
   :mod:`posenc_lib.layer_patterns`: which layers have RoPE and which base (Llama 4, Gemma 2 and 3);
 * :mod:`posenc_lib.lab`: synthetic tasks, training and evaluation for the length-extrapolation experiments;
+  :mod:`posenc_lib.patch_lab`: the patch-grid task and encoder of the 2-D RoPE experiment;
 * :mod:`posenc_lib.plotting` and :mod:`posenc_lib.device`: figures and device choice for the chapters;
 * :mod:`posenc_lib.timing`: ``synchronize`` and ``time_calls`` for the speed measurements (import them from
   the module; they are not exported here).
@@ -62,6 +65,7 @@ from posenc_lib.mrope import (
     mrope_position_ids_from_token_types,
 )
 from posenc_lib.nope import NoPE
+from posenc_lib.patch_lab import PatchEncoder, evaluate_patch_model, make_patch_batch, train_patch_model
 from posenc_lib.relative import ShawRelativeEncoding, pairwise_relative_positions, relative_positions
 from posenc_lib.rope import RotaryEmbedding, apply_rope, rope_angles, rope_permutation, rotate_with_cos_sin
 from posenc_lib.rope2d import (
@@ -96,6 +100,7 @@ from posenc_lib.sinusoidal import (
     sinusoidal_encoding_at,
     sinusoidal_frequencies,
 )
+from posenc_lib.streaming import SinkKVCache, StreamingResult, kept_token_indices, streaming_nll
 from posenc_lib.t5 import T5RelativeBias, t5_bucket
 from posenc_lib.transformer import (
     KVCache,
@@ -119,6 +124,7 @@ __all__ = [
     "MultiHeadAttention",
     "MultiHeadLatentAttention",
     "NoPE",
+    "PatchEncoder",
     "PositionalEncoding",
     "RoPEMixed",
     "RopeSpec",
@@ -126,7 +132,9 @@ __all__ = [
     "RopeTableRow",
     "RotaryEmbedding",
     "ShawRelativeEncoding",
+    "SinkKVCache",
     "SinusoidalPositionalEncoding",
+    "StreamingResult",
     "T5RelativeBias",
     "TinyDecoder",
     "TransformerBlock",
@@ -145,8 +153,10 @@ __all__ = [
     "count_positional_parameters",
     "dynamic_ntk_scaling",
     "evaluate_model",
+    "evaluate_patch_model",
     "fixed_absorption_error",
     "get_device",
+    "kept_token_indices",
     "layer_positioning",
     "linear_scaling",
     "llama3_scaling",
@@ -154,6 +164,7 @@ __all__ = [
     "llama4_rope_layers",
     "load_rope_configs",
     "longrope_scaling",
+    "make_patch_batch",
     "make_task_batch",
     "mla_softmax_scale",
     "mrope_angles",
@@ -180,8 +191,10 @@ __all__ = [
     "sinusoidal_encoding",
     "sinusoidal_encoding_at",
     "sinusoidal_frequencies",
+    "streaming_nll",
     "t5_bucket",
     "train_model",
+    "train_patch_model",
     "xpos_max_offset",
     "xpos_scale",
     "yarn_scaling",

@@ -248,8 +248,8 @@ def layer_positioning(config: object) -> list[LayerPositioning]:
             type.
         ValueError: another model type, ``layer_types`` of the wrong length or with a type the family does
             not use, a missing chunk size or window where a layer needs one, or an invalid RoPE entry (from
-            :meth:`RopeSpec.from_config`). Gemma 3 with ``use_bidirectional_attention`` (not causal) is
-            refused.
+            :meth:`~posenc_lib.rope_spec.RopeSpec.from_config`). Gemma 3 with ``use_bidirectional_attention``
+            (not causal) is refused.
     """
     values = _text_config_values(config)
     model_type = _check_model_type(values, tuple(_FAMILY_LAYER_TYPES))

@@ -235,11 +235,12 @@ class MultiHeadLatentAttention(nn.Module):
     def from_config(cls, config: object) -> MultiHeadLatentAttention:
         """Build the attention of a DeepSeek-V3 config (a ``DeepseekV3Config`` or its ``config.json`` dict).
 
-        Sizes, ``q_lora_rank``, ``attention_bias``; the RoPE from :meth:`RopeSpec.from_config` (base,
-        YaRN frequencies and attention factor, the layout set by ``rope_interleave``, default true); the
-        softmax scale from :func:`mla_softmax_scale`. ``num_key_value_heads`` is not read: MLA's keys and
-        values come from the latent, one per query head, as ``kv_b_proj`` in transformers' module makes
-        them. Weights are initialised by PyTorch's defaults; load real ones with ``load_state_dict``.
+        Sizes, ``q_lora_rank``, ``attention_bias``; the RoPE from
+        :meth:`~posenc_lib.rope_spec.RopeSpec.from_config` (base, YaRN frequencies and attention factor, the
+        layout set by ``rope_interleave``, default true); the softmax scale from :func:`mla_softmax_scale`.
+        ``num_key_value_heads`` is not read: MLA's keys and values come from the latent, one per query head,
+        as ``kv_b_proj`` in transformers' module makes them. Weights are initialised by PyTorch's defaults;
+        load real ones with ``load_state_dict``.
 
         Raises:
             TypeError: ``config`` is neither a dict nor an object with ``to_dict()``.
@@ -277,12 +278,18 @@ class MultiHeadLatentAttention(nn.Module):
 
     @property
     def cache_width(self) -> int:
-        r"""Numbers cached per token: :math:`d_c + d^R_h` (``kv_lora_rank + qk_rope_head_dim``)."""
+        r"""How many numbers the latent cache holds per token, :math:`d_c + d^R_h`.
+
+        That is ``kv_lora_rank + qk_rope_head_dim``.
+        """
         return self.kv_lora_rank + self.qk_rope_head_dim
 
     @property
     def expanded_cache_width(self) -> int:
-        r"""Numbers per token of a standard cache of the expanded heads: :math:`n_h (d_h + d^R_h + d_v)`."""
+        r"""How many numbers per token a standard cache of the expanded heads would hold.
+
+        That is :math:`n_h (d_h + d^R_h + d_v)`.
+        """
         return self.num_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim)
 
     def absorbed_weights(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,6 +56,13 @@ encoding            cached decoding
                     call and allows a window of twice that.
 ==================  =========================================================================================
 
+**Rolling caches.** A cache decides how it stores keys and how the new queries attend over it (its
+``_attend``): :class:`KVCache` keeps every token, as above; :class:`posenc_lib.streaming.SinkKVCache` (Xiao
+et al. 2023, StreamingLLM) keeps the first tokens and a window of recent ones, stores keys before ``rotate``
+and transforms them at every step at their places in the cache. Any subclass of :class:`KVCache` plugs into
+:class:`MultiHeadAttention`, :class:`TransformerBlock` and :class:`TinyDecoder` where a :class:`KVCache`
+does; the default positions of new tokens continue from :attr:`KVCache.tokens_seen`.
+
 Arguments are checked once, where they enter (:meth:`MultiHeadAttention.forward`,
 :meth:`TransformerBlock.forward`, :meth:`TinyDecoder.forward`, :meth:`TinyDecoder.generate`); the layers
 below run unchecked, and the hooks read no tensor values (:mod:`posenc_lib.base`). The checks that read
@@ -221,6 +228,14 @@ class KVCache:
         """Return the number of cached tokens :math:`T`."""
         return 0 if self.keys is None else self.keys.shape[-2]
 
+    @property
+    def tokens_seen(self) -> int:
+        """How many tokens were appended so far (:math:`T` here, more for a cache that evicts tokens).
+
+        The default positions of a call's new tokens start there.
+        """
+        return len(self)
+
     def __repr__(self) -> str:
         shape = None if self.keys is None else tuple(self.keys.shape)
         return f"KVCache(tokens={len(self)}, keys_shape={shape})"
@@ -237,6 +252,27 @@ class KVCache:
             self.values = torch.cat([self.values, values], dim=-2)
             self.positions = torch.cat([self.positions, positions])
         return self.keys, self.values, self.positions
+
+    def _attend(
+        self,
+        attention: MultiHeadAttention,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new tokens' keys and values and attend over the cache: ``(z, probs)``, ``z`` per head.
+
+        ``q``, ``k``, ``v`` are the new tokens' projections before the encoding's ``rotate``; a subclass
+        that stores keys differently (a rolling cache, :class:`posenc_lib.streaming.SinkKVCache`) overrides
+        this method.
+        """
+        q, k = _rotate_for_cache(attention.positional, q, k, positions, self)
+        k, v, k_positions = self._append(k, v, positions)
+        return attention._weigh(q, k, v, positions, k_positions)
+
+    def _check_decoder(self, model: TinyDecoder) -> None:
+        """Raise a ValueError if ``model`` cannot decode with this cache (every model can use a KVCache)."""
 
 
 class MultiHeadAttention(nn.Module):
@@ -289,14 +325,17 @@ class MultiHeadAttention(nn.Module):
         Args:
             x: the layer input of the new tokens, floating, ``[batch, T, dim]``.
             positions: 1-D integer tensor of length ``T``; default ``t, …, t + T - 1`` with ``t`` the number
-                of cached tokens (``0 … T - 1`` without a cache).
+                of tokens the cache has seen, :attr:`KVCache.tokens_seen` (``0 … T - 1`` without a cache).
             cache: a :class:`KVCache` of this layer (causal attention only); the new keys and values are
-                appended to it and the queries attend to all of it. ``None``: attend within ``x`` only.
+                appended to it and the queries attend to all of it (a rolling
+                :class:`~posenc_lib.streaming.SinkKVCache` keeps only some of it). ``None``: attend within
+                ``x`` only.
             return_attention: also return the attention probabilities.
 
         Returns:
             The output ``[batch, T, dim]``, and the attention probabilities ``[batch, heads, T, T_k]``
-            (``T_k`` the number of keys: ``T`` plus the tokens cached before) too when ``return_attention``.
+            (``T_k`` the number of keys: ``T`` plus the tokens cached before; for a
+            :class:`~posenc_lib.streaming.SinkKVCache`, see its docstring) too when ``return_attention``.
 
         Raises:
             TypeError: if ``x``, ``positions`` or ``cache`` has the wrong type.
@@ -305,7 +344,7 @@ class MultiHeadAttention(nn.Module):
         """
         x = self._check_input(x)
         _check_cache(cache, self, x.shape[0], x.device)
-        past = 0 if cache is None else len(cache)
+        past = 0 if cache is None else cache.tokens_seen
         positions = _check_positions(positions, x.shape[1], x.device, first=past)
         out, probs = self._attend(x, positions, cache)
         return (out, probs) if return_attention else out
@@ -324,26 +363,40 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self.qkv(x).view(batch, q_len, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if cache is None:
             q, k = self.positional.rotate(q, k, positions, positions)
-            k_positions = positions
+            z, probs = self._weigh(q, k, v, positions, positions)
         else:
-            q, k = _rotate_for_cache(self.positional, q, k, positions, cache)
-            k, v, k_positions = cache._append(k, v, positions)
-        k_len = k.shape[2]
+            z, probs = cache._attend(self, q, k, v, positions)
+        return self.out(z.transpose(1, 2).reshape(batch, q_len, self.dim)), probs
+
+    def _weigh(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        q_positions: torch.Tensor,
+        k_positions: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention of the (transformed) queries over the keys: ``(z, probs)``, ``z`` per head.
+
+        The last ``T_q`` keys are the queries' own tokens: query ``i`` sees every key before them and the
+        new keys ``0 .. i`` (with a causal mask).
+        """
+        q_len, k_len = q.shape[2], k.shape[2]
         logits = (q @ k.transpose(-1, -2)) * self.scale
-        bias = self.positional.logit_bias(q, k, positions, k_positions)
+        bias = self.positional.logit_bias(q, k, q_positions, k_positions)
         if bias is not None:
             logits = logits + bias
         if self.causal:
             # new query i sees the k_len - q_len cached keys and new keys 0 .. i
-            future = torch.ones(q_len, k_len, dtype=torch.bool, device=x.device).triu(k_len - q_len + 1)
+            future = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).triu(k_len - q_len + 1)
             logits = logits.masked_fill(future, float("-inf"))
         softmax_dtype = torch.promote_types(logits.dtype, torch.float32)
         probs = torch.softmax(logits, dim=-1, dtype=softmax_dtype).to(v.dtype)
         z = probs @ v
-        value_term = self.positional.value_term(probs, positions, k_positions)
+        value_term = self.positional.value_term(probs, q_positions, k_positions)
         if value_term is not None:
             z = z + value_term
-        return self.out(z.transpose(1, 2).reshape(batch, q_len, self.dim)), probs
+        return z, probs
 
 
 class TransformerBlock(nn.Module):
@@ -378,7 +431,7 @@ class TransformerBlock(nn.Module):
         """
         x = self.attention._check_input(x)
         _check_cache(cache, self.attention, x.shape[0], x.device)
-        past = 0 if cache is None else len(cache)
+        past = 0 if cache is None else cache.tokens_seen
         positions = _check_positions(positions, x.shape[1], x.device, first=past)
         out, probs = self._run(x, positions, cache)
         return (out, probs) if return_attention else out
@@ -464,9 +517,10 @@ class TinyDecoder(nn.Module):
         Args:
             tokens: token ids in ``[0, vocab_size)``, ``[batch, T]``.
             positions: 1-D integer tensor of length ``T``; default ``t, …, t + T - 1`` with ``t`` the number
-                of cached tokens (``0 … T - 1`` without a cache).
-            cache: the model's cache from :meth:`new_cache`; the new tokens' keys and values are appended to
-                it, layer by layer, and the tokens attend to everything cached before them.
+                of tokens the cache has seen, :attr:`KVCache.tokens_seen` (``0 … T - 1`` without a cache).
+            cache: the model's cache from :meth:`new_cache` (or one cache per layer built otherwise, for
+                example :class:`~posenc_lib.streaming.SinkKVCache` s); the new tokens' keys and values are
+                appended to it, layer by layer, and the tokens attend to everything cached before them.
             return_attention: also return the attention probabilities of every layer.
 
         Returns:
@@ -475,14 +529,15 @@ class TinyDecoder(nn.Module):
 
         Raises:
             TypeError: if an argument has the wrong type.
-            ValueError: if a shape does not fit, a token id is outside ``[0, vocab_size)``, or (``"learned"``)
-                a position is outside ``[0, max_positions)``.
+            ValueError: if a shape does not fit, a token id is outside ``[0, vocab_size)``, (``"learned"``)
+                a position is outside ``[0, max_positions)``, or a cache cannot serve this model (a
+                :class:`~posenc_lib.streaming.SinkKVCache` that re-indexes positions, with an input encoding).
         """
         check_integer_tensor("tokens", tokens)
         if tokens.ndim != 2:
             raise ValueError(f"tokens must have shape [batch, T], got {tuple(tokens.shape)}")
         self._check_model_cache(cache, tokens)
-        past = 0 if cache is None else len(cache[0])
+        past = 0 if cache is None else cache[0].tokens_seen
         positions = _check_positions(positions, tokens.shape[1], tokens.device, first=past)
         self._check_token_ids(tokens)
         logits, probs = self._decode(tokens, positions, cache)
@@ -579,10 +634,12 @@ class TinyDecoder(nn.Module):
             raise ValueError("cache must hold a different KVCache for each layer (use model.new_cache())")
         for block, layer_cache in zip(self.blocks, cache, strict=True):
             _check_cache(layer_cache, block.attention, tokens.shape[0], tokens.device)
-        if len({len(layer_cache) for layer_cache in cache}) != 1:
+            layer_cache._check_decoder(self)
+        seen = [layer_cache.tokens_seen for layer_cache in cache]
+        if len(set(seen)) != 1:
             raise ValueError(
-                f"cache's layers hold different numbers of tokens, {[len(c) for c in cache]}: a cache must "
-                "be filled by this model's forward only"
+                f"cache's layers have seen different numbers of tokens, {seen}: a cache must be filled by "
+                "this model's forward only"
             )
 
     def _check_token_ids(self, tokens: torch.Tensor) -> None:

@@ -48,6 +48,7 @@ CANONICAL_CALLOUTS = {
     "misc-kv-rerotate": "09_rope_inference",
     "misc-left-padding": "10_real_llm",
     "misc-gguf-layout": "10_real_llm",
+    "misc-mrope-text": "11_rope_nd",
 }
 
 
