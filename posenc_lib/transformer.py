@@ -76,7 +76,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -450,10 +450,14 @@ class TinyDecoder(nn.Module):
     Token embedding, then the input encoding (for ``"sinusoidal"`` and ``"learned"``), ``num_layers``
     :class:`TransformerBlock` s, a final LayerNorm and a linear head to vocabulary logits. Shaw et al.'s and
     Transformer-XL's encodings (:data:`PER_LAYER_ENCODINGS`) get one instance, with its own parameters, per
-    layer; every other encoding inside attention is one module shared by all layers (T5's bias table, as in
-    Raffel et al. 2020, and the parameter-free RoPE, xPos, ALiBi and NoPE), so
-    ``model.blocks[i].attention.positional`` is the same object for every ``i``. Sharing a parameter-free
-    module changes neither the parameters nor the ``state_dict`` keys.
+    layer; every other encoding inside attention is one module shared by all layers that use it (T5's bias
+    table, as in Raffel et al. 2020, and the parameter-free RoPE, xPos, ALiBi and NoPE), so
+    ``model.blocks[i].attention.positional`` is the same object for every such ``i``. Sharing a
+    parameter-free module changes neither the parameters nor the ``state_dict`` keys.
+
+    ``encoding`` may also name one encoding per layer, for models whose layers differ: Llama 4's iRoPE
+    (Meta 2025) is ``["rope", "rope", "rope", "nope"] * k``, RoPE in three layers of four and no positional
+    encoding in the fourth (:func:`posenc_lib.layer_patterns.llama4_rope_layers` gives that pattern).
 
     :meth:`generate` decodes greedily with a :class:`KVCache` per layer; see the module docstring for what
     a cache stores and for the encodings' support.
@@ -463,7 +467,9 @@ class TinyDecoder(nn.Module):
         dim: model width.
         num_heads: attention heads per layer.
         num_layers: number of blocks.
-        encoding: one of :data:`ENCODING_NAMES`.
+        encoding: one of :data:`ENCODING_NAMES`, or a list of ``num_layers`` of them, one per layer, each an
+            encoding that acts inside attention (not one of :data:`INPUT_ENCODINGS`, which act once, on the
+            input).
         max_positions: table size for ``"learned"`` (a position outside it is a ``ValueError``).
         causal: causal masking (``True`` for a language model; a cache needs it).
     """
@@ -475,25 +481,31 @@ class TinyDecoder(nn.Module):
         num_heads: int,
         num_layers: int,
         *,
-        encoding: str = "rope",
+        encoding: str | Sequence[str] = "rope",
         max_positions: int | None = None,
         causal: bool = True,
     ) -> None:
         super().__init__()
         self.vocab_size = check_positive_int("vocab_size", vocab_size)
         num_layers = check_positive_int("num_layers", num_layers)
-        self.encoding = check_choice("encoding", encoding, ENCODING_NAMES)
+        self.encoding = _check_encoding_names(encoding, num_layers)
+        names = [self.encoding] * num_layers if isinstance(self.encoding, str) else list(self.encoding)
         sizes = {"dim": dim, "num_heads": num_heads, "max_positions": max_positions, "causal": causal}
         self.token_embedding = nn.Embedding(vocab_size, dim)
-        if encoding in INPUT_ENCODINGS:
-            self.input_encoding = build_positional_encoding(encoding, **sizes)
+        if self.encoding in INPUT_ENCODINGS:
+            self.input_encoding = build_positional_encoding(self.encoding, **sizes)
             layer_encodings = [NoPE()] * num_layers
         else:
             self.input_encoding = NoPE()
-            if encoding in PER_LAYER_ENCODINGS:
-                layer_encodings = [build_positional_encoding(encoding, **sizes) for _ in range(num_layers)]
-            else:
-                layer_encodings = [build_positional_encoding(encoding, **sizes)] * num_layers
+            shared: dict[str, PositionalEncoding] = {}  # built once each, in the order of first use
+            layer_encodings = []
+            for name in names:
+                if name in PER_LAYER_ENCODINGS:
+                    layer_encodings.append(build_positional_encoding(name, **sizes))
+                else:
+                    if name not in shared:
+                        shared[name] = build_positional_encoding(name, **sizes)
+                    layer_encodings.append(shared[name])
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, num_heads, positional=pe, causal=causal) for pe in layer_encodings
         )
@@ -711,6 +723,25 @@ def _check_positions(
             f"positions must be a 1-D tensor of length T = {seq_len}, got shape {tuple(positions.shape)}"
         )
     return positions.to(device)
+
+
+def _check_encoding_names(encoding: object, num_layers: int) -> str | tuple[str, ...]:
+    """A name of :data:`ENCODING_NAMES`, or a tuple of ``num_layers`` names of encodings inside attention."""
+    if isinstance(encoding, str):
+        return check_choice("encoding", encoding, ENCODING_NAMES)
+    if not isinstance(encoding, Sequence):
+        raise TypeError(
+            f"encoding must be a name or a list of names, one per layer, got {type(encoding).__name__}"
+        )
+    if len(encoding) != num_layers:
+        raise ValueError(
+            f"encoding as a list must name one encoding per layer, num_layers = {num_layers}; "
+            f"got {len(encoding)} names"
+        )
+    inside_attention = tuple(name for name in ENCODING_NAMES if name not in INPUT_ENCODINGS)
+    for name in encoding:
+        check_choice("each entry of encoding", name, inside_attention)
+    return tuple(encoding)
 
 
 def _check_cache(cache: object, attention: MultiHeadAttention, batch: int, device: torch.device) -> None:

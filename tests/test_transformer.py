@@ -583,3 +583,51 @@ def test_bad_cache_and_decoding_input() -> None:
         model.generate(tokens, 2, start_position=1.5)
     with pytest.raises(TypeError, match="use_cache must be True or False"):
         model.generate(tokens, 2, use_cache=1)
+
+
+def test_one_encoding_per_layer_gives_llama4_style_rope_and_nope_layers() -> None:
+    """iRoPE: RoPE in three layers of four, NoPE in the fourth; shared modules are shared per name."""
+    torch.manual_seed(0)
+    names = ["rope"] * 3 + ["nope"] + ["rope"] * 3 + ["nope"]
+    model = TinyDecoder(16, 32, 4, 8, encoding=names).eval()
+    encodings = [block.attention.positional for block in model.blocks]
+    assert model.encoding == tuple(names)
+    assert [type(e).__name__ for e in encodings] == ["RotaryEmbedding"] * 3 + ["NoPE"] + [
+        "RotaryEmbedding"
+    ] * 3 + ["NoPE"]
+    assert encodings[0] is encodings[6] and encodings[3] is encodings[7]
+    tokens = torch.randint(0, 16, (2, 5), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        cached = model.generate(tokens, max_new_tokens=6)
+        uncached = tokens
+        for _ in range(6):
+            next_token = model(uncached)[:, -1].argmax(-1, keepdim=True)
+            uncached = torch.cat([uncached, next_token], dim=1)
+    assert torch.equal(cached, uncached)
+
+
+def test_a_single_name_builds_the_same_model_as_before_per_layer_names() -> None:
+    """A list repeating one name is the model of that name: same parameters, same logits."""
+    tokens = torch.randint(0, 16, (2, 7), generator=torch.Generator().manual_seed(2))
+    for name in ("rope", "t5", "shaw"):
+        torch.manual_seed(0)
+        single = TinyDecoder(16, 32, 4, 3, encoding=name).eval()
+        torch.manual_seed(0)
+        listed = TinyDecoder(16, 32, 4, 3, encoding=[name] * 3).eval()
+        assert single.state_dict().keys() == listed.state_dict().keys()
+        with torch.no_grad():
+            torch.testing.assert_close(single(tokens), listed(tokens), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "error", "match"),
+    [
+        (["rope", "nope"], ValueError, "one encoding per layer, num_layers = 3"),
+        (["rope", "learned", "nope"], ValueError, "each entry of encoding"),
+        (["rope", "rotary", "nope"], ValueError, "each entry of encoding"),
+        (3, TypeError, "encoding must be a name or a list of names"),
+    ],
+)
+def test_bad_per_layer_encodings_are_rejected(encoding: object, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        TinyDecoder(16, 32, 4, 3, encoding=encoding)
