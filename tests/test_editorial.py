@@ -49,6 +49,9 @@ CANONICAL_CALLOUTS = {
     "misc-left-padding": "10_real_llm",
     "misc-gguf-layout": "10_real_llm",
     "misc-mrope-text": "11_rope_nd",
+    "misc-streaming-positions": "12_inference_positions",
+    "misc-mla-latent-rope": "12_inference_positions",
+    "misc-every-layer-rope": "12_inference_positions",
 }
 
 
