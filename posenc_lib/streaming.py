@@ -43,6 +43,14 @@ re-indexing leaves every offset inside the window as in the text and caps the of
 to offset :math:`-i`, past the trained context once the stream is long enough. ALiBi's bias
 :math:`-m_h\,(\rho_i(i) - \rho_i(j))` and the other relative methods change the same way.
 
+**A long stream without its cost.** Only the offsets to the sinks tell the two position rules apart, and
+only once they pass the trained context does keeping original positions go wrong: on SmolLM2 (trained
+context 8192) that takes a stream of more than 8192 tokens. For RoPE it can be simulated on a short one:
+give every non-sink token :math:`j \ge S` the position :math:`j + \Delta` (the sinks keep
+:math:`0 \dots S-1`). Offsets inside the window stay :math:`(j + \Delta) - (i + \Delta) = j - i`; offsets to
+the sinks become :math:`s - (i + \Delta)`, as for a query :math:`\Delta` tokens further into the stream
+(``position_offset`` of :func:`streaming_nll`; with :class:`SinkKVCache`, pass such positions to the layer).
+
 This module gives the rolling cache twice:
 
 * :class:`SinkKVCache`, a :class:`~posenc_lib.transformer.KVCache` for posenc_lib's own
@@ -131,7 +139,10 @@ class SinkKVCache(KVCache):
       at :math:`n_i - 1`;
     * ``position_mode="original"``: the positions the tokens were given (the ``positions`` argument of the
       layer, by default :math:`0, 1, 2, \dots`), the query at its own: what a cache that only evicts would
-      compute, the misconception that StreamingLLM keeps original positions.
+      compute, the misconception that StreamingLLM keeps original positions. To place the window
+      :math:`\Delta` tokens further from the sinks, as after a longer stream, give the layer the positions
+      :math:`0 \dots S-1` for the sinks and :math:`j + \Delta` for the later tokens (see
+      ``position_offset`` of :func:`streaming_nll`).
 
     With ``num_sinks=0`` the two agree for every relative encoding (RoPE, ALiBi, T5, Shaw,
     Transformer-XL, NoPE), as all positions shift by the same amount; xPos, whose scales also depend on the
@@ -258,6 +269,7 @@ class StreamingResult:
         window: :math:`W`, or ``None`` for dense attention.
         num_sinks: :math:`S`.
         position_mode: ``"cache"`` or ``"original"``.
+        position_offset: :math:`\Delta`, added to the original positions of the non-sink tokens (0: none).
     """
 
     nll: torch.Tensor
@@ -265,6 +277,7 @@ class StreamingResult:
     window: int | None
     num_sinks: int
     position_mode: str
+    position_offset: int = 0
 
     @property
     def perplexity(self) -> float:
@@ -280,6 +293,7 @@ def streaming_nll(
     window: int | None,
     num_sinks: int = 0,
     position_mode: str = "cache",
+    position_offset: int = 0,
     chunk_size: int = 128,
 ) -> StreamingResult:
     r"""Stream token ids through a Llama-architecture model with a rolling cache; per-token NLL and sink mass.
@@ -304,10 +318,32 @@ def streaming_nll(
     difference of the two positions, this function rotates each key once, at its original position
     :math:`j`, and each query twice: at its original position :math:`i` for the window keys (offset
     :math:`j - i`, as in the cache) and at :math:`n_i - 1` for the sinks (offset :math:`s - (n_i - 1)`,
-    as in the cache; at :math:`i` with ``position_mode="original"``). This equals re-rotation at the cache
-    positions up to rounding, and lets many queries run in one call, each with its own :math:`K_i` by a
-    mask: ``chunk_size`` sets how many (any value gives the same result, up to rounding; larger is faster
-    and uses more memory).
+    as in the cache; at :math:`i` with ``position_mode="original"``, see ``position_offset``). This equals
+    re-rotation at the cache positions up to rounding, and lets many queries run in one call, each with its
+    own :math:`K_i` by a mask: ``chunk_size`` sets how many (any value gives the same result, up to
+    rounding; larger is faster and uses more memory).
+
+    **Original positions after a longer stream** (``position_offset`` :math:`\Delta > 0`, only with
+    ``position_mode="original"``, a ``window`` and ``num_sinks >= 1``). The positions become those of a
+    cache that keeps original positions, :math:`\Delta` tokens later in the stream: the sinks keep
+    :math:`0 \dots S-1` and token :math:`j \ge S` gets :math:`j + \Delta`. With RoPE this is the same
+    computation, not an approximation of it, because a score depends on the positions only through their
+    difference, :math:`\langle R_m q, R_n k\rangle = \langle q, R_{n-m} k\rangle`, and nothing else in a
+    Llama layer (norms, projections, values, MLP) sees a position: scores inside the window keep the
+    offsets :math:`j - i`, and scores of query :math:`i \ge S` with sink :math:`s` get the offset
+    :math:`s - i - \Delta`, in every layer. So a stream of :math:`N` tokens measures what keeping original
+    positions does :math:`\Delta` tokens later, e.g. past the trained context, at the cost of :math:`N`
+    tokens. What is not simulated is the text: the window holds the stream's tokens, not those that
+    would have come :math:`\Delta` tokens later, and the tokens just after the sinks see no text between
+    the sinks and themselves (their window is still filling), which reaches, through :math:`L` layers, the
+    next :math:`L\,(W - 1)` tokens at most, at every :math:`\Delta` alike. From token
+    :math:`S + L\,(W - 1)` on, the result is that of the same text with :math:`\Delta` tokens more between
+    the sinks and token :math:`S` (the tests check it). With ``position_mode="cache"`` positions do not
+    grow with the stream (the sinks stay at most :math:`S + W - 1` away), so there is nothing to simulate;
+    without sinks (``num_sinks=0``) a shift of every position changes no RoPE score; with ``window=None``
+    no token is evicted, so the :math:`\Delta` skipped tokens would be in the cache: each of these is a
+    ``ValueError``. Angles are computed in float64 at every position, so a large :math:`\Delta` loses no
+    precision (transformers computes them in float32).
 
     Args:
         model: a transformers Llama-architecture causal LM (``config.model_type == "llama"``, e.g.
@@ -316,6 +352,8 @@ def streaming_nll(
         window: :math:`W \ge 1` recent tokens (the query's own included), or ``None`` for dense attention.
         num_sinks: :math:`S \ge 0` first tokens kept.
         position_mode: ``"cache"`` or ``"original"``.
+        position_offset: :math:`\Delta \ge 0`, added to the original positions of the tokens after the
+            sinks (see above); non-zero only with ``position_mode="original"``, a ``window`` and sinks.
         chunk_size: tokens per call of the layers, ``>= 1``.
 
     Returns:
@@ -325,7 +363,8 @@ def streaming_nll(
         TypeError: an argument has the wrong type.
         ValueError: ``model`` is not a Llama-architecture causal LM, its RoPE changes with the sequence
             length (``dynamic``, ``longrope``), ``ids`` is not 1-D with at least 2 ids in
-            ``[0, vocab_size)``, or an integer argument is out of range.
+            ``[0, vocab_size)``, an integer argument is out of range, or ``position_offset`` is non-zero
+            with ``position_mode="cache"``, ``window=None`` or ``num_sinks=0``.
     """
     config = _check_llama(model)
     ids = check_integer_tensor("ids", ids)
@@ -342,6 +381,7 @@ def streaming_nll(
     window = None if window is None else check_positive_int("window", window)
     num_sinks = check_non_negative_int("num_sinks", num_sinks)
     position_mode = check_choice("position_mode", position_mode, POSITION_MODES)
+    position_offset = _check_position_offset(position_offset, position_mode, window, num_sinks)
     chunk_size = check_positive_int("chunk_size", chunk_size)
     spec = RopeSpec.from_config(config)
     if spec.rope_type in _LENGTH_DEPENDENT_ROPE:
@@ -363,7 +403,7 @@ def streaming_nll(
     sink_attention = torch.zeros(len(layers), config.num_attention_heads, length, dtype=torch.float64)
     for first in range(0, length, chunk_size):
         last = min(first + chunk_size, length) - 1
-        chunk = _Chunk.plan(first, last, kept_positions, num_sinks, window, position_mode)
+        chunk = _Chunk.plan(first, last, kept_positions, num_sinks, window, position_mode, position_offset)
         hidden = decoder.embed_tokens(ids[first : last + 1])[None]
         for index, layer in enumerate(layers):
             hidden, keys, values, probs = _llama_layer(
@@ -390,7 +430,31 @@ def streaming_nll(
         window=window,
         num_sinks=num_sinks,
         position_mode=position_mode,
+        position_offset=position_offset,
     )
+
+
+def _check_position_offset(offset: object, position_mode: str, window: int | None, num_sinks: int) -> int:
+    """Return ``position_offset`` as an int if it is 0, or positive where it means a longer stream."""
+    offset = check_non_negative_int("position_offset", offset)
+    if offset == 0:
+        return offset
+    if position_mode != "original":
+        raise ValueError(
+            f"position_offset={offset} needs position_mode='original': with 'cache' the positions are "
+            "places in the cache, which do not grow with the stream"
+        )
+    if window is None:
+        raise ValueError(
+            f"position_offset={offset} needs a window: with window=None no token is evicted, so the "
+            "skipped tokens would be in the cache"
+        )
+    if num_sinks == 0:
+        raise ValueError(
+            f"position_offset={offset} needs num_sinks >= 1: without sinks it shifts every position "
+            "alike, which changes no RoPE score"
+        )
+    return offset
 
 
 @dataclass(frozen=True)
@@ -412,6 +476,7 @@ class _Chunk:
         num_sinks: int,
         window: int | None,
         position_mode: str,
+        position_offset: int,
     ) -> _Chunk:
         query_positions = torch.arange(first, last + 1, device=kept_positions.device)
         key_positions = torch.cat([kept_positions, query_positions])
@@ -419,7 +484,10 @@ class _Chunk:
         if window is not None:
             visible &= (key_positions < num_sinks) | (key_positions > query_positions[:, None] - window)
         if window is None or position_mode == "original":
-            sink_query_positions = query_positions
+            # i, or i + offset after the sinks: only the offsets to the sinks see the shift (window
+            # scores depend on j - i alone, so those queries and keys stay at their positions)
+            shift = torch.where(query_positions >= num_sinks, position_offset, 0)
+            sink_query_positions = query_positions + shift
         else:  # n_i - 1, the query's place in the cache
             sink_query_positions = query_positions.clamp(max=num_sinks + window - 1)
         return cls(query_positions, key_positions, sink_query_positions, visible, min(num_sinks, last + 1))

@@ -410,6 +410,69 @@ def test_each_step_equals_transformers_layers_recomputed_on_the_kept_layer_input
         )
 
 
+@pytest.mark.parametrize("offset", [9, 40])
+def test_a_position_offset_equals_the_one_layer_model_at_shifted_positions(offset: int) -> None:
+    """transformers' model on ids[K_i] with position_ids 0..S-1 for the sinks and j + offset after them."""
+    model, ids = _llama(1), _stream(16)
+    num_sinks, window = 2, 3
+    shifted = torch.cat([torch.arange(num_sinks), torch.arange(num_sinks, 16) + offset])
+    expected = []
+    with torch.no_grad():
+        for step in range(15):
+            kept = kept_token_indices(step, num_sinks=num_sinks, window=window)
+            logits = model(ids[kept][None], position_ids=shifted[kept][None]).logits[0, -1:]
+            expected.append(_next_token_nll(logits, ids[step + 1 : step + 2]))
+    expected_nll = torch.cat(expected)
+    for chunk_size in (1, 6):
+        result = streaming_nll(
+            model,
+            ids,
+            window=window,
+            num_sinks=num_sinks,
+            position_mode="original",
+            position_offset=offset,
+            chunk_size=chunk_size,
+        )
+        assert_close(result.nll, expected_nll, rtol=0, atol=2e-5)
+        assert result.position_offset == offset
+    # control: the offset moves every query after the sinks away from them, and the comparison sees it
+    unshifted = streaming_nll(model, ids, window=window, num_sinks=num_sinks, position_mode="original")
+    assert_close(unshifted.nll[:num_sinks], expected_nll[:num_sinks], rtol=0, atol=2e-5)  # the sinks' own
+    assert (unshifted.nll[num_sinks:] - expected_nll[num_sinks:]).abs().max() > 1e-3
+    # offset 0 is the default, to the bit
+    zero = streaming_nll(
+        model, ids, window=window, num_sinks=num_sinks, position_mode="original", position_offset=0
+    )
+    assert torch.equal(zero.nll, unshifted.nll) and torch.equal(zero.sink_attention, unshifted.sink_attention)
+    assert zero.position_offset == 0
+
+
+def test_a_position_offset_equals_a_stream_longer_by_the_offset_after_the_sinks() -> None:
+    """Original positions with offset D on a stream = the same stream with D more tokens after the sinks,
+    from token S + L (W - 1) on (before it, the inserted tokens reach the window through the layers)."""
+    model, ids = _llama(2), _stream(24)
+    num_sinks, window, offset = 2, 4, 30
+    inserted = torch.randint(
+        0, TINY_LLAMA["vocab_size"], (offset,), generator=torch.Generator().manual_seed(4)
+    )
+    longer_ids = torch.cat([ids[:num_sinks], inserted, ids[num_sinks:]])
+    rule = {"window": window, "num_sinks": num_sinks, "position_mode": "original", "chunk_size": 8}
+    simulated = streaming_nll(model, ids, position_offset=offset, **rule)
+    longer = streaming_nll(model, longer_ids, **rule)
+    first = num_sinks + 2 * (window - 1)  # S + L (W - 1)
+    assert_close(simulated.nll[first:], longer.nll[offset + first :], rtol=0, atol=2e-5)
+    assert_close(
+        simulated.sink_attention[..., first:], longer.sink_attention[..., offset + first :], rtol=0, atol=2e-6
+    )
+    # controls: without the offset the same text differs (the sinks are nearer), and before token
+    # S + L (W - 1) the inserted tokens change the result
+    unshifted = streaming_nll(model, ids, **rule)
+    assert (unshifted.nll[first:] - longer.nll[offset + first :]).abs().max() > 1e-3
+    assert (
+        simulated.nll[num_sinks:first] - longer.nll[offset + num_sinks : offset + first]
+    ).abs().max() > 1e-3
+
+
 def test_bad_streaming_arguments_are_rejected() -> None:
     model, ids = _llama(1), _stream(8)
     with pytest.raises(ValueError, match="model must be a transformers Llama-architecture causal LM"):
@@ -438,6 +501,23 @@ def test_bad_streaming_arguments_are_rejected() -> None:
         streaming_nll(model, ids, window=4, position_mode="text")
     with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
         streaming_nll(model, ids, window=4, chunk_size=0)
+    original = {"window": 4, "num_sinks": 2, "position_mode": "original"}
+    with pytest.raises(ValueError, match=r"position_offset must be a non-negative integer \(>= 0\), got -1"):
+        streaming_nll(model, ids, position_offset=-1, **original)
+    with pytest.raises(TypeError, match=r"position_offset must be a non-negative integer, got 8\.0"):
+        streaming_nll(model, ids, position_offset=8.0, **original)
+    with pytest.raises(TypeError, match="position_offset must be a non-negative integer, got True"):
+        streaming_nll(model, ids, position_offset=True, **original)
+    with pytest.raises(ValueError, match="position_offset=8 needs position_mode='original'"):
+        streaming_nll(model, ids, window=4, num_sinks=2, position_offset=8)
+    with pytest.raises(ValueError, match="position_offset=8 needs a window"):
+        streaming_nll(model, ids, window=None, num_sinks=2, position_mode="original", position_offset=8)
+    with pytest.raises(ValueError, match="position_offset=8 needs num_sinks >= 1"):
+        streaming_nll(model, ids, window=4, position_mode="original", position_offset=8)
+    for mode in ("cache", "original"):  # 0 is accepted everywhere
+        assert (
+            streaming_nll(model, ids, window=None, position_mode=mode, position_offset=0).position_offset == 0
+        )
     dynamic = _llama(1, rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 100.0})
     with pytest.raises(
         ValueError, match="RoPE scaling 'dynamic' changes its frequencies with the sequence length"
