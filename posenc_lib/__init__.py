@@ -44,10 +44,13 @@ from posenc_lib.device import get_device
 from posenc_lib.lab import evaluate_model, make_task_batch, train_model
 from posenc_lib.layer_patterns import (
     LayerPositioning,
+    LocalRotaryEmbedding,
+    TemperatureNoPE,
     layer_positioning,
     llama4_attention_temperature,
     llama4_rope_layers,
     rotary_bases_and_windows,
+    with_llama4_attention,
 )
 from posenc_lib.learned import LearnedPositionalEmbedding
 from posenc_lib.mla import (
@@ -121,6 +124,7 @@ __all__ = [
     "LatentKVCache",
     "LayerPositioning",
     "LearnedPositionalEmbedding",
+    "LocalRotaryEmbedding",
     "MultiHeadAttention",
     "MultiHeadLatentAttention",
     "NoPE",
@@ -136,6 +140,7 @@ __all__ = [
     "SinusoidalPositionalEncoding",
     "StreamingResult",
     "T5RelativeBias",
+    "TemperatureNoPE",
     "TinyDecoder",
     "TransformerBlock",
     "TransformerXLRelativeEncoding",
@@ -195,6 +200,7 @@ __all__ = [
     "t5_bucket",
     "train_model",
     "train_patch_model",
+    "with_llama4_attention",
     "xpos_max_offset",
     "xpos_scale",
     "yarn_scaling",

@@ -9,6 +9,11 @@ the answer can be scored exactly:
   (lag :math:`\ell`, default 2). Only *relative* position is needed.
 * ``"copy"``: :math:`x_1 \dots x_n`, a separator, then the model must repeat :math:`x_1 \dots x_n`.
 * ``"reverse"``: the same, but the model must produce :math:`x_n \dots x_1`.
+* ``"kv_recall"``: multi-query associative recall (Ba et al. 2016, "Using Fast Weights to Attend to the Recent
+  Past"; Arora et al. 2023, "Zoology", arXiv:2312.04927, whose MQAR this follows): :math:`n` pairs
+  :math:`k_1 v_1 \dots k_n v_n` with distinct keys, then :math:`n` queries :math:`k_{a_1} v_{a_1} \dots`,
+  each a key of the pairs followed by its value; at each query key the model must predict the value. It needs
+  local order (which value follows which key) and retrieval at any distance (where the key appeared).
 
 Every batch is drawn on the CPU from a seeded ``torch.Generator`` and then moved to the model's device, so
 the data are the same on every machine. Targets use ``-100`` (PyTorch's ``ignore_index``) where nothing is
@@ -36,7 +41,7 @@ RESULTS = ("context_extension_lab", "smollm2_long_context")
 """Results files that :func:`load_results` can read (written by the scripts of the same names in
 ``experiments/``)."""
 
-TASKS = ("lag_copy", "copy", "reverse")
+TASKS = ("lag_copy", "copy", "reverse", "kv_recall")
 """Names accepted by :func:`make_task_batch`, :func:`train_model` and :func:`evaluate_model`."""
 
 IGNORE_INDEX = -100
@@ -52,13 +57,17 @@ def make_task_batch(
     vocab_size: int,
     generator: torch.Generator,
     lag: int = 2,
+    num_keys: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one batch of a task: ``(tokens, targets)``, both int64 ``[batch_size, seq_len]`` on the CPU.
 
     ``targets[b, t]`` is the token the model must predict from ``tokens[b, : t + 1]``, or ``-100`` where the
     position is not scored. For ``"copy"`` and ``"reverse"``, ``n = (seq_len - 1) // 2`` content tokens are
     followed by the separator and their copy (reversed for ``"reverse"``); an even ``seq_len`` ends with one
-    unscored padding separator.
+    unscored padding separator. For ``"kv_recall"``, ``seq_len = 4n``: keys are the ids ``0 .. num_keys - 1``
+    (``n`` distinct ones per sequence), values the ids ``num_keys .. vocab_size - 1``; ``n`` pairs, then ``n``
+    queries (keys drawn from the pairs, with repetition) each followed by its value; only the query keys'
+    positions are scored.
 
     Args:
         task: one of :data:`TASKS`.
@@ -67,6 +76,8 @@ def make_task_batch(
         vocab_size: number of token ids (at least 2, and 3 for ``"copy"``/``"reverse"``).
         generator: the seeded CPU generator the tokens are drawn from.
         lag: the lag :math:`\\ell` of ``"lag_copy"``.
+        num_keys: how many of the ids are keys in ``"kv_recall"`` (default ``vocab_size // 2``); at least
+            ``seq_len // 4``, and fewer than ``vocab_size``.
     """
     check_choice("task", task, TASKS)
     batch_size = check_positive_int("batch_size", batch_size)
@@ -85,6 +96,8 @@ def make_task_batch(
         targets = torch.full_like(tokens, IGNORE_INDEX)
         targets[:, lag:] = tokens[:, :-lag]
         return tokens, targets
+    if task == "kv_recall":
+        return _kv_recall_batch(batch_size, seq_len, vocab_size, num_keys, generator)
     if seq_len < 3 or vocab_size < 3:
         raise ValueError(f"{task} needs seq_len >= 3 and vocab_size >= 3, got {seq_len} and {vocab_size}")
     n = (seq_len - 1) // 2
@@ -95,6 +108,27 @@ def make_task_batch(
     tokens[:, n + 1 : 2 * n + 1] = answer
     targets = torch.full_like(tokens, IGNORE_INDEX)
     targets[:, n : 2 * n] = answer  # from the separator on, each position predicts the next answer token
+    return tokens, targets
+
+
+def _kv_recall_batch(
+    batch_size: int, seq_len: int, vocab_size: int, num_keys: int | None, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    num_keys = vocab_size // 2 if num_keys is None else check_positive_int("num_keys", num_keys)
+    n = seq_len // 4
+    if seq_len % 4 or not 1 <= n <= num_keys < vocab_size:
+        raise ValueError(
+            "kv_recall needs seq_len = 4n with 1 <= n <= num_keys < vocab_size (n distinct keys, and at "
+            f"least one value id), got seq_len={seq_len}, num_keys={num_keys}, vocab_size={vocab_size}"
+        )
+    keys = torch.rand(batch_size, num_keys, generator=generator).argsort(dim=-1)[:, :n]
+    values = num_keys + torch.randint(0, vocab_size - num_keys, (batch_size, n), generator=generator)
+    asked = torch.randint(0, n, (batch_size, n), generator=generator)
+    tokens = torch.empty(batch_size, seq_len, dtype=torch.int64)
+    tokens[:, 0 : 2 * n : 2], tokens[:, 1 : 2 * n : 2] = keys, values
+    tokens[:, 2 * n :: 2], tokens[:, 2 * n + 1 :: 2] = keys.gather(1, asked), values.gather(1, asked)
+    targets = torch.full_like(tokens, IGNORE_INDEX)
+    targets[:, 2 * n :: 2] = tokens[:, 2 * n + 1 :: 2]  # at each query key, its value
     return tokens, targets
 
 
@@ -109,6 +143,7 @@ def train_model(
     lr: float = 1e-2,
     seed: int = 0,
     lag: int = 2,
+    num_keys: int | None = None,
     progress: bool = True,
     after_step: Callable[[int, float], None] | None = None,
     warmup_steps: int | None = None,
@@ -138,7 +173,13 @@ def train_model(
     model.train()
     for step in _progress(range(1, steps + 1), enabled=progress, description=f"training on {task}"):
         tokens, targets = make_task_batch(
-            task, batch_size=batch_size, seq_len=seq_len, vocab_size=vocab_size, generator=generator, lag=lag
+            task,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            vocab_size=vocab_size,
+            generator=generator,
+            lag=lag,
+            num_keys=num_keys,
         )
         logits = model(tokens.to(device))
         loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(), ignore_index=IGNORE_INDEX)
@@ -166,6 +207,7 @@ def evaluate_model(
     batch_size: int = 64,
     seed: int = 12345,
     lag: int = 2,
+    num_keys: int | None = None,
 ) -> dict[str, object]:
     """Score ``model`` on fresh sequences of length ``seq_len``.
 
@@ -183,7 +225,13 @@ def evaluate_model(
     count = torch.zeros(seq_len, dtype=torch.float64)
     for _ in range(batches):
         tokens, targets = make_task_batch(
-            task, batch_size=batch_size, seq_len=seq_len, vocab_size=vocab_size, generator=generator, lag=lag
+            task,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            vocab_size=vocab_size,
+            generator=generator,
+            lag=lag,
+            num_keys=num_keys,
         )
         logits = model(tokens.to(device)).float().cpu()
         mask = targets != IGNORE_INDEX

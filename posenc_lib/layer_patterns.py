@@ -47,10 +47,19 @@ A sliding window of size :math:`W` (``sliding_window``) lets query :math:`i` see
 :math:`i - W < j \le i`: itself and the :math:`W - 1` tokens before it (transformers'
 ``sliding_window_overlay``). Windows and chunks count tokens in the order they enter the sequence and cache,
 not their positions.
+
+**The same layers in posenc_lib's own decoder.** :class:`LocalRotaryEmbedding` is RoPE in a layer whose
+attention is chunked (Llama 4) or windowed (Gemma), and :class:`TemperatureNoPE` is a NoPE layer whose queries
+are multiplied by :math:`\tau(p)`; :func:`with_llama4_attention` gives a copy of a
+:class:`~posenc_lib.transformer.TinyDecoder` (for instance one built with ``encoding=["rope", "nope"]``) whose
+RoPE layers are chunked and whose NoPE layers use the temperature, Llama 4's layout on the course's tiny
+model. Both read the positions the attention layer passes to its encoding, which are the tokens' indices in
+the sequence and cache unless a caller gives other positions.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,17 +67,23 @@ from numbers import Real
 from typing import Any
 
 import torch
+from torch import nn
 
 from posenc_lib._validation import (
     check_choice,
     check_floating_dtype,
     check_integer_tensor,
     check_non_negative_int,
+    check_positions_shape,
     check_positive_float,
     check_positive_int,
+    values_on_host,
     values_readable,
 )
+from posenc_lib.nope import NoPE
+from posenc_lib.rope import RotaryEmbedding
 from posenc_lib.rope_spec import RopeSpec
+from posenc_lib.transformer import MultiHeadAttention
 
 LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
 """The attention types of transformers' ``layer_types`` that this module reads."""
@@ -219,8 +234,13 @@ def llama4_attention_temperature(
             "positions must be indices >= 0 in the sequence and cache, got a smallest value "
             f"{int(positions.min())}"
         )
+    return _temperature(positions, floor_scale, attn_scale).to(dtype)
+
+
+def _temperature(positions: torch.Tensor, floor_scale: float, attn_scale: float) -> torch.Tensor:
+    """:math:`\\tau(p)` in float64, unchecked."""
     steps = torch.floor((positions.to(torch.float64) + 1.0) / floor_scale)
-    return (1.0 + attn_scale * torch.log1p(steps)).to(dtype)
+    return 1.0 + attn_scale * torch.log1p(steps)
 
 
 def _check_attn_scale(name: str, value: object) -> float:
@@ -382,3 +402,219 @@ def _text_config_values(config: object) -> dict[str, Any]:
         model_type = {"llama4": "llama4_text", "gemma3": "gemma3_text"}.get(values.get("model_type"))
         values = {"model_type": model_type, **text}
     return values
+
+
+# --- Llama 4's layers on posenc_lib's attention ---------------------------------------------------------
+
+
+class LocalRotaryEmbedding(RotaryEmbedding):
+    r"""RoPE in a layer that attends locally: Llama 4's chunked attention or Gemma's sliding window.
+
+    ``rotate`` is :class:`~posenc_lib.rope.RotaryEmbedding`'s; ``logit_bias`` adds :math:`-\infty` to the
+    logit of every key the layer may not see, so that query :math:`m` attends to key :math:`n` only if
+
+    * ``chunk_size`` :math:`C`: :math:`\lfloor n / C \rfloor = \lfloor m / C \rfloor` (same chunk;
+      transformers' ``chunked_overlay``, Llama 4's RoPE layers);
+    * ``sliding_window`` :math:`W`: :math:`|m - n| < W` (with the causal mask: the query and the
+      :math:`W - 1` tokens before it, transformers' ``sliding_window_overlay``).
+
+    A query always sees its own key, so in :class:`~posenc_lib.transformer.MultiHeadAttention` no row of the
+    logits is all :math:`-\infty`. :math:`m, n` are the positions the attention layer passes, which are the
+    tokens' indices in the sequence and cache by default (the counting transformers uses for its masks).
+    With sequences no longer than :math:`C` (or :math:`W`) and positions from 0 the layer computes exactly
+    what plain RoPE computes.
+
+    Args:
+        dim: head width :math:`d_h` (even).
+        chunk_size: :math:`C`; give it or ``sliding_window``, not both.
+        sliding_window: :math:`W`.
+        base, layout, rotary_dim, inv_freq, attention_factor: as for
+            :class:`~posenc_lib.rope.RotaryEmbedding`.
+
+    Raises:
+        TypeError, ValueError: for a bad size (not a positive integer), both or neither of ``chunk_size`` and
+            ``sliding_window``, or a bad RoPE argument.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        chunk_size: int | None = None,
+        sliding_window: int | None = None,
+        base: float = 10000.0,
+        layout: str = "half",
+        rotary_dim: int | None = None,
+        inv_freq: torch.Tensor | None = None,
+        attention_factor: float = 1.0,
+    ) -> None:
+        super().__init__(
+            dim,
+            base=base,
+            layout=layout,
+            rotary_dim=rotary_dim,
+            inv_freq=inv_freq,
+            attention_factor=attention_factor,
+        )
+        if (chunk_size is None) == (sliding_window is None):
+            raise ValueError(
+                "give exactly one of chunk_size (Llama 4's chunked attention) and sliding_window, got "
+                f"chunk_size={chunk_size!r}, sliding_window={sliding_window!r}"
+            )
+        self.chunk_size = None if chunk_size is None else check_positive_int("chunk_size", chunk_size)
+        self.sliding_window = (
+            None if sliding_window is None else check_positive_int("sliding_window", sliding_window)
+        )
+
+    def visible(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
+        """Whether query :math:`m` may see key :math:`n`: bool ``[..., T_q, T_k]``, before the causal mask."""
+        m, n = q_positions[..., :, None], k_positions[..., None, :]
+        if self.chunk_size is not None:
+            return torch.div(m, self.chunk_size, rounding_mode="floor") == torch.div(
+                n, self.chunk_size, rounding_mode="floor"
+            )
+        return (m - n).abs() < self.sliding_window
+
+    def logit_bias(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        q_positions: torch.Tensor,
+        k_positions: torch.Tensor,
+    ) -> torch.Tensor:
+        check_positions_shape(q_positions, q, -2, "q_positions")  # shapes only: no value is read
+        check_positions_shape(k_positions, k, -2, "k_positions")
+        visible = self.visible(q_positions.to(q.device), k_positions.to(q.device))
+        if visible.ndim == 3:  # [B, T_q, T_k] from positions [B, T]: one mask for every head
+            visible = visible[:, None]
+        blocked = torch.full((), -math.inf, dtype=q.dtype, device=q.device)
+        return torch.where(visible, torch.zeros((), dtype=q.dtype, device=q.device), blocked)
+
+    def extra_repr(self) -> str:
+        size = f"chunk_size={self.chunk_size}" if self.chunk_size else f"sliding_window={self.sliding_window}"
+        return f"{super().extra_repr()}, {size}"
+
+
+class TemperatureNoPE(NoPE):
+    r"""A NoPE layer with Llama 4's attention temperature: queries multiplied by :math:`\tau(p)`.
+
+    ``rotate`` returns :math:`(\tau(m)\, q, k)` with
+    :math:`\tau(m) = 1 + \alpha \ln(\lfloor (m+1)/F \rfloor + 1)` (:func:`llama4_attention_temperature`),
+    as transformers' ``Llama4TextAttention`` does in its NoPE layers when ``attn_temperature_tuning`` is on;
+    keys are unchanged and there is no other positional term. Every logit of query :math:`m` is multiplied
+    by :math:`\tau(m)`: 1 for :math:`m < F - 1`, growing like :math:`\alpha \ln(m / F)` after.
+    :math:`m` is the position the attention layer passes, the token's index in the sequence and cache by
+    default (transformers uses that index, not ``position_ids``). Computed in float64, multiplied in the
+    queries' dtype. With :math:`\alpha = 0` the layer is NoPE exactly.
+
+    Args:
+        floor_scale: :math:`F > 0` (8192 in Llama 4).
+        attn_scale: :math:`\alpha \ge 0` (0.1 in Llama 4).
+
+    Raises:
+        TypeError, ValueError: for a non-positive ``floor_scale`` or a negative or infinite ``attn_scale``;
+            ``rotate`` refuses a query position below 0 where the positions are on the CPU (where
+            :math:`\tau` is not defined, :math:`-\infty` or NaN).
+    """
+
+    def __init__(
+        self, *, floor_scale: float = _LLAMA4_FLOOR_SCALE, attn_scale: float = _LLAMA4_ATTN_SCALE
+    ) -> None:
+        super().__init__()
+        self.floor_scale = check_positive_float("floor_scale", floor_scale)
+        self.attn_scale = _check_attn_scale("attn_scale", attn_scale)
+
+    def rotate(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        q_positions: torch.Tensor,
+        k_positions: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        check_positions_shape(q_positions, q, -2, "q_positions")
+        check_positions_shape(k_positions, k, -2, "k_positions")
+        if q_positions.numel() and values_on_host(q_positions) and bool((q_positions < 0).any()):
+            raise ValueError(
+                f"q_positions must be >= 0 for the attention temperature, got {int(q_positions.min())}"
+            )
+        tau = _temperature(q_positions.to(q.device), self.floor_scale, self.attn_scale)
+        tau = tau[..., None] if tau.ndim == 1 else tau[:, None, :, None]  # [T, 1] or [B, 1, T, 1]
+        return (q * tau).to(q.dtype), k
+
+    def extra_repr(self) -> str:
+        return f"floor_scale={self.floor_scale:g}, attn_scale={self.attn_scale:g}"
+
+
+def with_llama4_attention(
+    model: nn.Module,
+    *,
+    chunk_size: int | None,
+    attn_scale: float = 0.0,
+    floor_scale: float | None = None,
+) -> nn.Module:
+    r"""Return a copy of ``model`` with Llama 4's attention: chunked RoPE layers, NoPE with temperature.
+
+    Every attention layer (:class:`~posenc_lib.transformer.MultiHeadAttention`) of the copy whose encoding
+    is RoPE gets a :class:`LocalRotaryEmbedding` with the same frequencies, layout and widths and chunks of
+    ``chunk_size`` (``None``: plain RoPE, full attention); every one whose encoding is NoPE gets a
+    :class:`TemperatureNoPE` with ``attn_scale`` and ``floor_scale`` (``attn_scale=0``: plain NoPE). The
+    result depends only on the arguments, not on what a layer had before, so the same call turns a model
+    built with ``encoding=["rope", "rope", "rope", "nope"]`` into Llama 4's layout and
+    ``chunk_size=None, attn_scale=0`` turns it back. Weights are copied, ``model`` is not modified, and an
+    encoding shared by several layers stays shared. Other encodings are refused: Llama 4 has none.
+
+    Args:
+        model: a module with RoPE and NoPE attention layers, for example a
+            :class:`~posenc_lib.transformer.TinyDecoder`.
+        chunk_size: :math:`C` for the RoPE layers, or ``None``.
+        attn_scale: :math:`\alpha` of the NoPE layers (Llama 4: 0.1).
+        floor_scale: :math:`F` of the NoPE layers; default ``chunk_size`` (Llama 4 uses 8192 for both).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``, or a bad argument type.
+        ValueError: ``model`` has no attention layer, a layer's encoding is neither RoPE nor NoPE, or
+            ``attn_scale > 0`` with neither ``floor_scale`` nor ``chunk_size``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if chunk_size is not None:
+        chunk_size = check_positive_int("chunk_size", chunk_size)
+    attn_scale = _check_attn_scale("attn_scale", attn_scale)
+    if floor_scale is None and attn_scale > 0:
+        if chunk_size is None:
+            raise ValueError("floor_scale must be given when attn_scale > 0 and chunk_size is None")
+        floor_scale = chunk_size
+    if floor_scale is not None:
+        floor_scale = check_positive_float("floor_scale", floor_scale)
+    copied = copy.deepcopy(model)
+    layers = [(name, m) for name, m in copied.named_modules() if isinstance(m, MultiHeadAttention)]
+    if not layers:
+        raise ValueError("model has no MultiHeadAttention layer")
+    replacements: dict[int, nn.Module] = {}
+    for name, attention in layers:
+        old = attention.positional
+        if id(old) not in replacements:
+            replacements[id(old)] = _llama4_encoding(name, old, chunk_size, attn_scale, floor_scale)
+        attention.positional = replacements[id(old)]
+    return copied
+
+
+def _llama4_encoding(
+    name: str, old: nn.Module, chunk_size: int | None, attn_scale: float, floor_scale: float | None
+) -> nn.Module:
+    if isinstance(old, RotaryEmbedding):
+        sizes = {
+            "rotary_dim": old.rotary_dim,
+            "inv_freq": old.inv_freq,
+            "attention_factor": old.attention_factor,
+        }
+        if chunk_size is None:
+            return RotaryEmbedding(old.dim, layout=old.layout, **sizes)
+        return LocalRotaryEmbedding(old.dim, chunk_size=chunk_size, layout=old.layout, **sizes)
+    if isinstance(old, NoPE):
+        if attn_scale == 0:
+            return NoPE()
+        return TemperatureNoPE(floor_scale=floor_scale, attn_scale=attn_scale)
+    raise ValueError(
+        f"{name}.positional is {type(old).__name__}: with_llama4_attention changes RoPE and NoPE layers only"
+    )
