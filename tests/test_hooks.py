@@ -35,14 +35,17 @@ ATTENTION_ENCODINGS: dict[str, tuple[Callable[[], PositionalEncoding], str]] = {
         "logit_bias",
     ),
     "rope": (lambda: posenc_lib.RotaryEmbedding(4), "rotate"),
+    "chunked_rope": (lambda: posenc_lib.LocalRotaryEmbedding(4, chunk_size=3), "logit_bias"),
+    "windowed_rope": (lambda: posenc_lib.LocalRotaryEmbedding(4, sliding_window=3), "logit_bias"),
+    "temperature_nope": (lambda: posenc_lib.TemperatureNoPE(floor_scale=2, attn_scale=0.5), "rotate"),
     "xpos": (lambda: posenc_lib.XPos(4), "rotate"),
 }
 
 
 def test_every_encoding_class_is_covered() -> None:
     names = {cls.__name__ for cls in ENCODING_CLASSES}
-    assert {"ALiBi", "NoPE", "RotaryEmbedding", "XPos", "T5RelativeBias"} <= names
-    assert len(ENCODING_CLASSES) == 9
+    assert {"ALiBi", "NoPE", "RotaryEmbedding", "XPos", "T5RelativeBias", "TemperatureNoPE"} <= names
+    assert len(ENCODING_CLASSES) == 11
 
 
 @pytest.mark.parametrize("cls", ENCODING_CLASSES, ids=lambda cls: cls.__name__)
