@@ -31,13 +31,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from posenc_lib._validation import check_choice, check_positive_float, check_positive_int
+from posenc_lib.lab import IGNORE_INDEX
 from posenc_lib.rope import apply_rope
 from posenc_lib.rope2d import RoPEMixed, apply_rope_2d, patch_grid_positions
 
 PATCH_ENCODINGS = ("rope_1d", "rope_2d", "rope_mixed", "none")
 """Names accepted by :class:`PatchEncoder`."""
-
-IGNORE_INDEX = -100
 
 
 def make_patch_batch(
