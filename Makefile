@@ -1,10 +1,11 @@
-# make book   build the HTML book into _build/html
+# make book   build the HTML book into _build/html: English there, the Chinese edition in _build/html/zh_CN
 # make test   lint (ruff, actionlint), unit tests, notebooks (nbval), book with warnings as errors,
 #             the book in headless Chromium, benchmark smoke runs
 # make browser-assets  fetch the CDN scripts the browser tests serve locally (npm registry)
 # make lab    start JupyterLab in notebooks/
 # make execute  re-execute every notebook in place (fresh kernel each)
 # make context-lab  re-run chapter 7's full lab and rewrite its results file (posenc_lib/data/)
+# make translations  update the message catalogues (locales/) after the English text changed
 # make clean  remove _build
 # make constraints  rewrite constraints.txt from the packages in .venv
 # All targets create .venv on first use and install the versions pinned in constraints.txt.
@@ -12,7 +13,7 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DELETE_ON_ERROR:
-.PHONY: book test lint actionlint unit notebooks browser browser-assets execute benchmarks context-lab smollm2-long lab clean constraints
+.PHONY: book translations test lint actionlint unit notebooks browser browser-assets execute benchmarks context-lab smollm2-long lab clean constraints
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -27,7 +28,9 @@ LINT_TOOLS := tests/lint/node_modules/.package-lock.json
 ifeq ($(CI),true)
 export POSENC_REQUIRE_BROWSER := 1
 endif
-BOOK_SOURCES := _config.yml _toc.yml $(wildcard book/* posenc_lib/*.py) $(NOTEBOOKS)
+CATALOGUES := $(shell find locales -name '*.po' 2>/dev/null)
+BOOK_SOURCES := _config.yml _toc.yml $(wildcard book/* book/_ext/* book/_ext/templates/* posenc_lib/*.py) \
+  $(NOTEBOOKS) $(CATALOGUES)
 # No progress bars anywhere, so that a notebook saved from `make lab` has the outputs nbval reproduces.
 export TQDM_DISABLE := 1
 # The notebooks run with one OpenMP thread. Their models and tensors are tiny, so a second thread hardly helps,
@@ -61,13 +64,20 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	@touch $@
 
 # Rebuilt from scratch whenever a source changes: an incremental Sphinx build would not repeat the warnings
-# of unchanged pages, so -W could pass on a second run.
+# of unchanged pages, so -W could pass on a second run. Each translated edition (_config.yml, posenc_editions)
+# is the same sources built with its message catalogues, into its own folder (book/editions.py).
 _build/html/index.html: $(BOOK_SOURCES) $(STAMP)
 	$(BIN)/jupyter-book build . --all -W -n --keep-going --quiet
+	$(BIN)/python book/editions.py build --quiet
 	@touch $@
 
 book: _build/html/index.html
-	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
+	@echo "The book is at file://$(CURDIR)/_build/html/index.html (中文版: _build/html/zh_CN/index.html)"
+
+# After a change to the English text: extract its messages again and merge them into every catalogue. New
+# messages arrive untranslated and changed ones fuzzy; tests/test_translations.py fails until they are done.
+translations: $(STAMP)
+	$(BIN)/python book/editions.py update
 
 test: lint unit notebooks book browser benchmarks
 
@@ -149,6 +159,7 @@ lab: $(VENV)/.installed-lab
 
 clean:
 	rm -rf _build
+	find locales -name '*.mo' -delete
 
 # After adding or upgrading a dependency: pin what .venv now holds (torch without its +cpu label, so that the
 # pin also matches the wheels on PyPI).

@@ -142,3 +142,33 @@ def test_readme_python_examples_run() -> None:
     assert blocks, "README.md has no Python example"
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
+
+
+def test_readme_gives_the_site_of_the_configured_repository(repository_url: str) -> None:
+    """The published site's address follows from `repository.url` in _config.yml, its one source of truth."""
+    owner, name = repository_url.removeprefix("https://github.com/").split("/")
+    site = f"https://{owner.lower()}.github.io/{name}/"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    addresses = set(re.findall(r"https://[\w-]+\.github\.io/[\w./-]*", readme))
+    assert site in addresses, f"README.md should give the site, {site}"
+    assert all(address.startswith(site) for address in addresses), addresses
+    for workflow in (ROOT / ".github" / "workflows").glob("*.yml"):
+        text = workflow.read_text(encoding="utf-8")
+        assert f"{owner}/{name}" not in text, f"{workflow.name} names the repository; use _config.yml's"
+
+
+def test_pages_workflow_publishes_what_make_book_builds() -> None:
+    """The deploy workflow builds with `make book` and uploads _build/html, both editions, with the official
+    actions and the permissions they need."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "pages.yml").read_text(encoding="utf-8"))
+    build, deploy = workflow["jobs"]["build"], workflow["jobs"]["deploy"]
+    assert workflow[True]["push"]["branches"] == ["main"]  # YAML 1.1 reads the key `on` as True
+    steps = {step.get("uses", "").split("@")[0]: step for step in build["steps"]}
+    assert any(step.get("run") == "make book" for step in build["steps"])
+    assert steps["actions/upload-pages-artifact"]["with"]["path"] == "_build/html"
+    assert "actions/configure-pages" in steps
+    assert [step["uses"].split("@")[0] for step in deploy["steps"]] == ["actions/deploy-pages"]
+    assert deploy["needs"] == "build"
+    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
+    assert workflow["permissions"] == {"contents": "read"}
+    assert workflow["concurrency"]["group"] == "pages"

@@ -10,6 +10,11 @@ control that could not respond without a kernel), that notebook pages carry the 
 every internal link and anchor resolves. A full-page screenshot of each page is written to
 ``_build/screenshots/``.
 
+Every edition of the book is checked the same way: English at the root of ``_build/html``, each translation
+in its folder (``zh_CN/``, see ``posenc_editions`` in ``_config.yml``). In addition, every page links to the
+same page in the other editions, Chinese text renders with a font the page declares (not whatever the system
+falls back to), and no translated page holds a paragraph still in English.
+
 Where Chromium, Playwright, the fetched assets or the built book are missing, the tests skip and say how to
 get them; with ``POSENC_REQUIRE_BROWSER=1`` (set by ``.ci/run``) they fail instead.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -28,6 +34,7 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlsplit
 
 import pytest
+import yaml
 from cdn_assets import is_complete, local_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +54,12 @@ CHROMIUM_ARGS = [
 VIEWPORT = {"width": 1280, "height": 900}
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 COLAB = "https://colab.research.google.com/github/"
+EDITIONS = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))["sphinx"]["config"][
+    "posenc_editions"
+]
+TRANSLATED_FOLDERS = [edition["folder"] for edition in EDITIONS if edition["folder"]]
+# Chinese characters (CJK Unified Ideographs) and Latin words, for the checks of the Chinese edition.
+CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def _pages() -> list[str]:
@@ -61,6 +74,23 @@ def _pages() -> list[str]:
 
 
 PAGES = _pages()
+
+
+def _edition_folder(page: str) -> str:
+    """The folder of the page's edition: "" for English, "zh_CN" for the Chinese edition."""
+    first = page.split("/", 1)[0]
+    return first if first in TRANSLATED_FOLDERS else ""
+
+
+def _source_page(page: str) -> str:
+    """The page's path within its edition, the same in every edition (``notebooks/04_rope.html``)."""
+    folder = _edition_folder(page)
+    return page.removeprefix(f"{folder}/") if folder else page
+
+
+def _is_chinese(page: str) -> bool:
+    folder = _edition_folder(page)
+    return any(edition["folder"] == folder and edition["language"].startswith("zh") for edition in EDITIONS)
 
 
 def _page_source(page: str) -> str:
@@ -129,6 +159,8 @@ class PageReport:
     links: list[str] = field(default_factory=list)
     wide_code: list[str] = field(default_factory=list)
     colab_links: list[str] = field(default_factory=list)
+    language_links: list[str] = field(default_factory=list)
+    cjk_fonts: dict = field(default_factory=dict)
     screenshot: Path | None = None
 
 
@@ -216,11 +248,48 @@ def _visit(browser: object, base_url: str, page: str) -> PageReport:
     report.colab_links = [
         link for link in report.links if link.startswith("https://colab.research.google.com")
     ]
+    report.language_links = tab.evaluate(
+        "() => Array.from(document.querySelectorAll('.language-switch a')).map((a) => a.href)"
+    )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     report.screenshot = SCREENSHOTS / (page.removesuffix(".html").replace("/", "__") + ".png")
     tab.screenshot(path=str(report.screenshot), full_page=True)
+    report.cjk_fonts = _fonts_of_chinese_text(context, tab, chinese_page=_is_chinese(page))
     context.close()
     return report
+
+
+# A probe of Chinese text only, put where the page's running text is (after the screenshot), so that the
+# fonts Chromium renders it with are the fonts of the page's Chinese characters and nothing else.
+_ADD_PROBE = """(selector) => {
+    const host = document.querySelector(selector);
+    if (host === null) return null;
+    const probe = document.createElement('span');
+    probe.id = 'posenc-cjk-probe';
+    probe.textContent = '旋转位置编码的外推与插值';
+    host.appendChild(probe);
+    return getComputedStyle(probe).fontFamily;
+}"""
+
+
+def _fonts_of_chinese_text(context: object, tab: object, chinese_page: bool) -> dict:
+    """The font-family the page declares for Chinese text and the fonts Chromium actually used for it.
+
+    On a Chinese page the probe goes into the article's first paragraph; on every other page into the link
+    to the Chinese edition (its name is written in Chinese).
+    """
+    selector = "article.bd-article p" if chinese_page else ".language-switch a[lang|='zh']"
+    declared = tab.evaluate(_ADD_PROBE, selector)
+    if declared is None:
+        return {}
+    cdp = context.new_cdp_session(tab)
+    cdp.send("DOM.enable")
+    cdp.send("CSS.enable")
+    root = cdp.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": "#posenc-cjk-probe"})["nodeId"]
+    used = [font["familyName"] for font in cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]]
+    cdp.detach()
+    return {"declared": [name.strip().strip('"') for name in declared.split(",")], "used": used}
 
 
 @pytest.fixture(scope="session")
@@ -251,7 +320,8 @@ def test_code_cells_fit_the_page(page: str, visit: Callable[[str], PageReport]) 
 
 MATH_PAGES = [page for page in PAGES if 'class="math' in _page_source(page)]
 PLAYER_PAGES = [page for page in PAGES if 'class="animation"' in _page_source(page)]
-NOTEBOOK_PAGES = [page for page in PAGES if (ROOT / page).with_suffix(".ipynb").is_file()]
+NOTEBOOK_PAGES = [page for page in PAGES if (ROOT / _source_page(page)).with_suffix(".ipynb").is_file()]
+CHINESE_PAGES = [page for page in PAGES if _is_chinese(page)]
 
 
 @pytest.mark.parametrize("page", MATH_PAGES)
@@ -279,11 +349,136 @@ def test_animation_players_respond_without_a_kernel(page: str, visit: Callable[[
         assert player["changed"], f"{page}, player {index}: moving the slider did not change the picture"
 
 
-def test_every_chapter_notebook_has_a_page() -> None:
+def test_every_chapter_notebook_has_a_page_in_every_edition() -> None:
     notebooks = {
         path.relative_to(ROOT).with_suffix(".html").as_posix() for path in ROOT.glob("notebooks/*.ipynb")
     }
-    assert notebooks and notebooks <= set(NOTEBOOK_PAGES)
+    assert notebooks
+    for folder in ["", *TRANSLATED_FOLDERS]:
+        in_edition = {_source_page(page) for page in NOTEBOOK_PAGES if _edition_folder(page) == folder}
+        assert notebooks <= in_edition, f"edition {folder or 'en'} lacks {sorted(notebooks - in_edition)}"
+
+
+def test_every_edition_has_the_same_pages() -> None:
+    english = {page for page in PAGES if _edition_folder(page) == ""}
+    assert TRANSLATED_FOLDERS and CHINESE_PAGES
+    for folder in TRANSLATED_FOLDERS:
+        translated = {_source_page(page) for page in PAGES if _edition_folder(page) == folder}
+        assert translated == english, f"{folder}: {sorted(translated ^ english)}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_language_switch_leads_to_the_same_page_in_the_other_editions(
+    page: str, visit: Callable[[str], PageReport], base_url: str
+) -> None:
+    own = _edition_folder(page)
+    expected = [
+        base_url + (f"{edition['folder']}/" if edition["folder"] else "") + _source_page(page)
+        for edition in EDITIONS
+        if edition["folder"] != own
+    ]
+    assert visit(page).language_links == expected
+    for link in expected:
+        assert (BOOK / link.removeprefix(base_url)).is_file(), link
+
+
+# Fonts a browser substitutes when the page names none that has the character: not a declared choice.
+_GENERIC_FAMILIES = {"serif", "sans-serif", "monospace", "system-ui", "cursive", "fantasy"}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_chinese_text_renders_with_a_font_the_page_declares(
+    page: str, visit: Callable[[str], PageReport]
+) -> None:
+    """book.css names Simplified Chinese fonts for Chinese text; Chromium must render it with one of them."""
+    fonts = visit(page).cjk_fonts
+    assert fonts, f"{page}: no running text (Chinese page) or no link to the Chinese edition"
+    declared = {name for name in fonts["declared"] if name not in _GENERIC_FAMILIES}
+    assert fonts["used"], f"{page}: Chromium reports no font for the Chinese text"
+    assert set(fonts["used"]) <= declared, (
+        f"{page}: Chinese text rendered with {fonts['used']}, not one of the declared {sorted(declared)}"
+    )
+
+
+_BLOCK_TAGS = frozenset({"p", "li", "dt", "dd", "th", "td", "h1", "h2", "h3", "h4", "h5", "h6", "figcaption"})
+_SKIPPED_TAGS = frozenset({"pre", "code", "script", "style", "kbd", "svg", "math", "mjx-container"})
+_SKIPPED_CLASSES = frozenset(
+    {
+        "math",  # formulas (their words are in \\text{}, which the catalogue test checks)
+        "cell_output",  # code outputs are single-sourced
+        "cell_input",
+        "highlight",
+        "citation",  # bibliography entries: authors and paper titles
+        "bibtex-citation",  # "Su et al. [2021]" in the text
+        "sig",  # API signatures
+        "headerlink",
+        "language-switch",  # the other language's name
+    }
+)
+_VOID_TAGS = frozenset(
+    {"br", "img", "hr", "input", "meta", "link", "wbr", "source", "col", "area", "base", "embed"}
+)
+
+
+class _TextBlocks(HTMLParser):
+    """The running text of a page, block by block, without code, formulas, outputs and citations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, bool, bool]] = []  # (tag, skipped, starts a block)
+        self.blocks: list[list[str]] = []
+
+    def _skipped(self) -> bool:
+        return any(skipped for _, skipped, _ in self.stack)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _VOID_TAGS:
+            return
+        classes = set((dict(attrs).get("class") or "").split())
+        skipped = tag in _SKIPPED_TAGS or bool(classes & _SKIPPED_CLASSES)
+        block = tag in _BLOCK_TAGS
+        if block and not self._skipped() and not skipped:
+            self.blocks.append([])
+        self.stack.append((tag, skipped, block))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.stack:
+            open_tag, _, block = self.stack.pop()
+            if block and not self._skipped():
+                self.blocks.append([])  # text after a nested block belongs to a block of its own
+            if open_tag == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        if self.blocks and not self._skipped() and self.stack:
+            self.blocks[-1].append(data)
+
+
+def _english_blocks(html: str) -> list[str]:
+    """Blocks of text with five or more English words and no Chinese character."""
+    article = html.split('<article class="bd-article">', 1)[-1].split("</article>", 1)[0]
+    parser = _TextBlocks()
+    parser.feed(article)
+    english = []
+    for pieces in parser.blocks:
+        text = " ".join("".join(pieces).split())
+        if not CJK.search(text) and len(re.findall(r"\b[A-Za-z]{2,}\b", text)) >= 5:
+            english.append(text[:120])
+    return english
+
+
+@pytest.mark.parametrize("page", CHINESE_PAGES)
+def test_translated_page_has_no_english_paragraph(page: str) -> None:
+    """A reader of the Chinese edition meets no paragraph, heading, list item or cell left in English."""
+    english = _english_blocks(_page_source(page))
+    assert not english, f"{page}: {len(english)} blocks still in English, e.g.\n" + "\n".join(english[:8])
+
+
+def test_english_paragraph_check_finds_english() -> None:
+    """The check above can fail: on the English edition's pages it finds English everywhere."""
+    page = "notebooks/04_rope.html"
+    assert page in PAGES
+    assert len(_english_blocks(_page_source(page))) > 20
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -292,7 +487,7 @@ def test_colab_button(page: str, visit: Callable[[str], PageReport], repository_
     if page not in NOTEBOOK_PAGES:
         assert not links, f"{page} is not a notebook, yet links to Colab: {links}"
         return
-    notebook = Path(page).with_suffix(".ipynb").as_posix()
+    notebook = Path(_source_page(page)).with_suffix(".ipynb").as_posix()
     assert links == {f"{COLAB}{urlsplit(repository_url).path.strip('/')}/blob/main/{notebook}"}, links
     assert (ROOT / notebook).is_file()
 

@@ -1,0 +1,186 @@
+"""Sphinx extension: on every page, a link to the same page in the book's other language.
+
+The editions are listed in ``_config.yml`` (``posenc_editions``): English at the root of the site, each
+translation in its own folder below it (``zh_CN/``), built from the same sources by ``book/editions.py``.
+A page has the same name in every edition, so the link is the page's own path, moved from one edition's root
+to the other's; relative, so that it works from a local build (``file://``) as on the published site.
+
+The link is a component of the primary sidebar, under the book's title, and each page declares its
+counterparts with ``<link rel="alternate" hreflang="...">``.
+
+It also translates display formulas (``$$ ... $$``, whose words in ``\text{...}`` the catalogues translate).
+Sphinx 7.4 translates such a block as it would a reStructuredText literal block: it parses ``::`` followed by
+the indented formula, which in a Markdown page (MyST) is a paragraph reading "::", and that replaced the
+formula. :class:`TranslateDisplayMath` puts the translated formula in before Sphinx's own translation runs.
+
+And it parses the translations of docstrings as what they are. Sphinx parses every translated message of a
+page with the page's parser; the API page is Markdown, but its docstrings (``automodule``) are
+reStructuredText, so their translated roles (``:func:`...```) came out as plain text. :func:`use_rest_for_
+docstrings` makes Sphinx parse a message as reStructuredText when the node it translates comes from a
+docstring.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from docutils import nodes
+from sphinx import addnodes
+from sphinx.application import Sphinx
+from sphinx.errors import ConfigError
+from sphinx.locale import init as init_locale
+from sphinx.transforms import SphinxTransform, i18n
+from sphinx.transforms.i18n import Locale
+from sphinx.util.i18n import docname_to_domain
+from sphinx_external_toc.events import InsertToctrees
+
+TEMPLATE = "language-switch.html"
+
+
+def _current(app: Sphinx) -> dict:
+    editions = app.config.posenc_editions
+    language = app.config.language or "en"
+    for entry in editions:
+        if entry["language"] == language:
+            return entry
+    raise ConfigError(
+        f"posenc_editions lists {[entry['language'] for entry in editions]}, not the language being built, "
+        f"{language!r}"
+    )
+
+
+def _hreflang(language: str) -> str:
+    return language.replace("_", "-")
+
+
+def add_language_links(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
+    """Put the other editions' addresses of this page into the template context and the page's head."""
+    if app.builder.format != "html" or not app.config.posenc_editions:
+        return
+    current = _current(app)
+    # From this page to the root of this edition, then up to the site's root (the English edition's).
+    edition_root = context["pathto"]("", 1)
+    if edition_root in ("#", ".", "./"):
+        edition_root = ""
+    site_root = edition_root + "../" * len(Path(current["folder"]).parts)
+    links = []
+    for entry in app.config.posenc_editions:
+        if entry is current:
+            continue
+        folder = f"{entry['folder']}/" if entry["folder"] else ""
+        links.append(
+            {
+                "url": f"{site_root}{folder}{pagename}.html",
+                "name": entry["name"],
+                "hreflang": _hreflang(entry["language"]),
+            }
+        )
+    context["language_links"] = links
+    context["metatags"] = context.get("metatags", "") + "".join(
+        f'\n<link rel="alternate" hreflang="{link["hreflang"]}" href="{link["url"]}" />' for link in links
+    )
+    sidebars = context.get("sidebars")
+    if sidebars is not None and TEMPLATE not in sidebars:
+        sidebars = list(sidebars)
+        # Under the logo and title, above the search field and the table of contents.
+        after = sidebars.index("navbar-logo.html") + 1 if "navbar-logo.html" in sidebars else 0
+        sidebars.insert(after, TEMPLATE)
+        context["sidebars"] = sidebars
+
+
+def _page_catalogue(transform: SphinxTransform) -> Any:
+    """The translations of the page being read (a gettext catalogue), or None in the source language."""
+    if not transform.config.language or transform.config.language == "en":
+        return None
+    domain = docname_to_domain(transform.env.docname, transform.config.gettext_compact)
+    folders = [str(Path(transform.env.srcdir) / folder) for folder in transform.config.locale_dirs]
+    catalogue, found = init_locale(folders, transform.config.language, domain)
+    return catalogue if found else None
+
+
+class TranslateDisplayMath(SphinxTransform):
+    """Replace each display formula with its translation from the page's catalogue, as written there."""
+
+    default_priority = Locale.default_priority - 1
+
+    def apply(self, **kwargs: Any) -> None:
+        catalogue = _page_catalogue(self)
+        if catalogue is None:
+            return
+        for block in self.document.findall(nodes.math_block):
+            # The message is the block's source, as Sphinx's gettext builder extracts it.
+            message = block.rawsource or block.astext()
+            translation = catalogue.gettext(message)
+            if translation and translation != message:
+                block[:] = [nodes.Text(translation)]
+                block.rawsource = translation
+                block["translated"] = True  # Sphinx's Locale transform skips it
+
+
+class TranslateTocCaptions(SphinxTransform):
+    """Translate the captions of the parts of the table of contents (``_toc.yml``).
+
+    sphinx-external-toc inserts the root page's toctrees (priority 100) after Sphinx has translated the page
+    (Locale, 20), so their captions, which the gettext builder does extract, stayed in English.
+    """
+
+    default_priority = InsertToctrees.default_priority + 1
+
+    def apply(self, **kwargs: Any) -> None:
+        catalogue = _page_catalogue(self)
+        if catalogue is None:
+            return
+        for toctree in self.document.findall(addnodes.toctree):
+            for message in toctree.extract_original_messages():
+                translation = catalogue.gettext(message)
+                if translation and translation != message:
+                    toctree.apply_translated_message(message, translation)
+
+
+# The node whose message Sphinx's Locale transform is translating (Sphinx reads one document at a time).
+_translating: list[nodes.Node | None] = [None]
+DOCSTRING = ":docstring of "
+
+
+def use_rest_for_docstrings() -> None:
+    """Wrap the two functions of ``sphinx.transforms.i18n`` that Locale calls by name.
+
+    ``extract_messages`` yields each node with its message; the wrapper remembers the node. ``publish_msgstr``
+    parses a translated message with the parser that the path it is given implies; for a node from a
+    docstring (autodoc sets its source to ``<module file>:docstring of <object>``) the wrapper gives it that
+    source, with the suffix of reStructuredText, so that warnings also point at the docstring.
+    """
+    extract, publish = i18n.extract_messages, i18n.publish_msgstr
+    if getattr(extract, "remembers_node", False):
+        return
+
+    def extract_messages(doctree: nodes.Element) -> Any:
+        for node, message in extract(doctree):
+            _translating[0] = node
+            yield node, message
+        _translating[0] = None
+
+    def publish_msgstr(app: Sphinx, source: str, source_path: str, *args: Any) -> Any:
+        node = _translating[0]
+        origin = getattr(node, "source", None) or ""
+        if DOCSTRING in origin:
+            source_path = f"{origin}.rst"
+        return publish(app, source, source_path, *args)
+
+    extract_messages.remembers_node = True
+    i18n.extract_messages, i18n.publish_msgstr = extract_messages, publish_msgstr
+
+
+def add_templates(app: Sphinx, config: Any) -> None:
+    config.templates_path.append(str(Path(__file__).parent / "templates"))
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_config_value("posenc_editions", [], "html", types=[list])
+    app.connect("config-inited", add_templates)
+    app.connect("html-page-context", add_language_links)
+    app.add_transform(TranslateDisplayMath)
+    app.add_transform(TranslateTocCaptions)
+    use_rest_for_docstrings()
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
