@@ -140,7 +140,7 @@ class TranslateTocCaptions(SphinxTransform):
 
 # The node whose message Sphinx's Locale transform is translating (Sphinx reads one document at a time).
 _translating: list[nodes.Node | None] = [None]
-DOCSTRING = ":docstring of "
+DOCSTRING = "docstring of "  # "<file>:docstring of <object>", or "docstring of <object>" for data
 
 
 def use_rest_for_docstrings() -> None:

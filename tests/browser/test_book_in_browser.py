@@ -58,8 +58,11 @@ EDITIONS = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))["s
     "posenc_editions"
 ]
 TRANSLATED_FOLDERS = [edition["folder"] for edition in EDITIONS if edition["folder"]]
-# Chinese characters (CJK Unified Ideographs) and Latin words, for the checks of the Chinese edition.
-CJK = re.compile(r"[\u4e00-\u9fff]")
+# Chinese characters (CJK Unified Ideographs) and punctuation, for the checks of the Chinese edition.
+CJK = re.compile(r"[\u4e00-\u9fff\u3000-\u303f\uff00-\uffef]")
+# Words of English prose: lower-case words, not parts of dotted names (``collections.abc``) or type hints.
+ENGLISH_WORD = re.compile(r"\b[a-z]{2,}\b")
+DOTTED_NAME = re.compile(r"\w+(?:\.\w+)+")
 
 
 def _pages() -> list[str]:
@@ -156,6 +159,7 @@ class PageReport:
     images: list[dict] = field(default_factory=list)
     math: dict = field(default_factory=dict)
     players: list[dict] = field(default_factory=list)
+    url: str = ""  # where the browser ended up (index.html redirects to the first page)
     links: list[str] = field(default_factory=list)
     wide_code: list[str] = field(default_factory=list)
     colab_links: list[str] = field(default_factory=list)
@@ -248,6 +252,7 @@ def _visit(browser: object, base_url: str, page: str) -> PageReport:
     report.colab_links = [
         link for link in report.links if link.startswith("https://colab.research.google.com")
     ]
+    report.url = tab.url
     report.language_links = tab.evaluate(
         "() => Array.from(document.querySelectorAll('.language-switch a')).map((a) => a.href)"
     )
@@ -262,8 +267,9 @@ def _visit(browser: object, base_url: str, page: str) -> PageReport:
 # A probe of Chinese text only, put where the page's running text is (after the screenshot), so that the
 # fonts Chromium renders it with are the fonts of the page's Chinese characters and nothing else.
 _ADD_PROBE = """(selector) => {
-    const host = document.querySelector(selector);
-    if (host === null) return null;
+    const host = Array.from(document.querySelectorAll(selector))
+        .find((element) => element.getBoundingClientRect().height > 0);
+    if (host === undefined) return null;
     const probe = document.createElement('span');
     probe.id = 'posenc-cjk-probe';
     probe.textContent = '旋转位置编码的外推与插值';
@@ -275,10 +281,10 @@ _ADD_PROBE = """(selector) => {
 def _fonts_of_chinese_text(context: object, tab: object, chinese_page: bool) -> dict:
     """The font-family the page declares for Chinese text and the fonts Chromium actually used for it.
 
-    On a Chinese page the probe goes into the article's first paragraph; on every other page into the link
-    to the Chinese edition (its name is written in Chinese).
+    On a Chinese page the probe goes into the article's first visible paragraph (or heading, on the index
+    pages); on every other page into the link to the Chinese edition (its name is written in Chinese).
     """
-    selector = "article.bd-article p" if chinese_page else ".language-switch a[lang|='zh']"
+    selector = "article p, article h1, main h1" if chinese_page else ".language-switch a[lang|='zh']"
     declared = tab.evaluate(_ADD_PROBE, selector)
     if declared is None:
         return {}
@@ -371,13 +377,15 @@ def test_every_edition_has_the_same_pages() -> None:
 def test_language_switch_leads_to_the_same_page_in_the_other_editions(
     page: str, visit: Callable[[str], PageReport], base_url: str
 ) -> None:
-    own = _edition_folder(page)
+    report = visit(page)
+    shown = report.url.removeprefix(base_url)  # the page itself, or where its redirect led
+    own = _edition_folder(shown)
     expected = [
-        base_url + (f"{edition['folder']}/" if edition["folder"] else "") + _source_page(page)
+        base_url + (f"{edition['folder']}/" if edition["folder"] else "") + _source_page(shown)
         for edition in EDITIONS
         if edition["folder"] != own
     ]
-    assert visit(page).language_links == expected
+    assert report.language_links == expected
     for link in expected:
         assert (BOOK / link.removeprefix(base_url)).is_file(), link
 
@@ -462,7 +470,7 @@ def _english_blocks(html: str) -> list[str]:
     english = []
     for pieces in parser.blocks:
         text = " ".join("".join(pieces).split())
-        if not CJK.search(text) and len(re.findall(r"\b[A-Za-z]{2,}\b", text)) >= 5:
+        if not CJK.search(text) and len(ENGLISH_WORD.findall(DOTTED_NAME.sub("", text))) >= 5:
             english.append(text[:120])
     return english
 
