@@ -8,7 +8,7 @@ Three measurements for reading a real model's heads and weights (used by the cha
   :math:`A(1)` near 1; a head that looks far spreads its weight over large :math:`\Delta`.
 * :func:`attention_to_key`: the mean weight queries give one key position, :math:`\frac{1}{T - j}
   \sum_{i \ge j} a_{ij}`; for :math:`j = 0` this is the mass on the first token, which *attention sinks*
-  collect (Xiao et al. 2024, "Efficient Streaming Language Models with Attention Sinks").
+  collect (Xiao et al. 2023, "Efficient Streaming Language Models with Attention Sinks").
 * :func:`rotary_pair_norms`: the norm :math:`\lVert (x_a, x_b) \rVert` of each rotary pair :math:`c` of
   queries or keys, which RoPE does not change; Barbero et al. (2024, "Round and Round We Go! What makes
   Rotary Positional Encodings useful?", arXiv:2410.06205) read from it which frequencies a trained model

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from docutils import nodes
 from sphinx import addnodes
@@ -32,7 +33,9 @@ from sphinx.errors import ConfigError
 from sphinx.locale import init as init_locale
 from sphinx.transforms import SphinxTransform, i18n
 from sphinx.transforms.i18n import Locale
+from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util.i18n import docname_to_domain
+from sphinx_exercise.nodes import exercise_subtitle
 from sphinx_external_toc.events import InsertToctrees
 
 TEMPLATE = "language-switch.html"
@@ -138,6 +141,51 @@ class TranslateTocCaptions(SphinxTransform):
                     toctree.apply_translated_message(message, translation)
 
 
+class ExerciseTitlesAreMessages(SphinxTransform):
+    """Give the titles of exercises (``{exercise} <title>``) the source that makes them messages.
+
+    sphinx-exercise builds the title node itself, without a source or line, and Sphinx treats a text node
+    without a source as built-in text: the gettext builder did not extract the 39 exercise titles, and the
+    Chinese edition showed them in English. Runs before Sphinx translates the page (Locale, 20), and in the
+    gettext builder alike.
+    """
+
+    default_priority = Locale.default_priority - 2
+
+    def apply(self, **kwargs: Any) -> None:
+        for subtitle in self.document.findall(exercise_subtitle):
+            if subtitle.source:
+                continue
+            owner = subtitle.parent
+            while owner is not None and not owner.source:
+                owner = owner.parent
+            subtitle.source = owner.source if owner is not None else self.document["source"]
+            subtitle.line = owner.line if owner is not None else None
+            subtitle.rawsource = subtitle.astext()  # titles are plain text: the message is what is shown
+
+
+class ExerciseTitlesInCatalogues(SphinxPostTransform):
+    """Let the gettext builder extract the exercise titles that :class:`ExerciseTitlesAreMessages` marked.
+
+    The builder reads each page after its post-transforms, and sphinx-exercise's (priority 20) rebuild the
+    title from the subtitle's children, dropping the subtitle node. Just before that, this puts the title's
+    text next to it as a paragraph, which only the message catalogue sees (no HTML is written by gettext).
+    """
+
+    default_priority = 19
+    builders = ("gettext",)
+
+    def run(self, **kwargs: Any) -> None:
+        for subtitle in list(self.document.findall(exercise_subtitle)):
+            title, exercise = subtitle.parent, subtitle.parent.parent
+            if not subtitle.rawsource or exercise is None:
+                continue
+            message = nodes.paragraph(subtitle.rawsource, subtitle.rawsource)
+            message.source, message.line = subtitle.source, subtitle.line
+            message.uid = uuid4().hex  # the builder keeps only messages with one (sphinx.versioning)
+            exercise.insert(exercise.index(title) + 1, message)
+
+
 # The node whose message Sphinx's Locale transform is translating (Sphinx reads one document at a time).
 _translating: list[nodes.Node | None] = [None]
 DOCSTRING = "docstring of "  # "<file>:docstring of <object>", or "docstring of <object>" for data
@@ -180,7 +228,9 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("posenc_editions", [], "html", types=[list])
     app.connect("config-inited", add_templates)
     app.connect("html-page-context", add_language_links)
+    app.add_transform(ExerciseTitlesAreMessages)
     app.add_transform(TranslateDisplayMath)
+    app.add_post_transform(ExerciseTitlesInCatalogues)
     app.add_transform(TranslateTocCaptions)
     use_rest_for_docstrings()
     return {"parallel_read_safe": True, "parallel_write_safe": True}
