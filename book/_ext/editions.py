@@ -35,7 +35,7 @@ from sphinx.transforms import SphinxTransform, i18n
 from sphinx.transforms.i18n import Locale
 from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util.i18n import docname_to_domain
-from sphinx_exercise.nodes import exercise_subtitle
+from sphinx_exercise.nodes import exercise_enumerable_node, exercise_subtitle, solution_node
 from sphinx_external_toc.events import InsertToctrees
 
 TEMPLATE = "language-switch.html"
@@ -186,6 +186,55 @@ class ExerciseTitlesInCatalogues(SphinxPostTransform):
             exercise.insert(exercise.index(title) + 1, message)
 
 
+class TranslateSolutionTitles(SphinxPostTransform):
+    """Translate the exercise's title that sphinx-exercise repeats in its solution's title.
+
+    The solution's title ("Solution to Exercise 3 (<title>)") is built when the page is written, from the
+    exercise as sphinx-exercise registered it while reading, before Sphinx translated the page: the title
+    came out in English. Exercises and their solutions are on one page, so the page's catalogue has it.
+    """
+
+    default_priority = 22  # after sphinx-exercise builds the titles of exercises (20) and solutions (21)
+
+    def run(self, **kwargs: Any) -> None:
+        catalogue = _page_catalogue(self)
+        if catalogue is None:
+            return
+        for solution in self.document.findall(solution_node):
+            title = solution.children[0] if solution.children else None
+            if not isinstance(title, nodes.title):
+                continue
+            for reference in title.findall(nodes.reference):
+                texts = list(reference.findall(nodes.Text))
+                opening = next((i for i, text in enumerate(texts) if str(text) == " ("), None)
+                if opening is None or str(texts[-1]) != ")":
+                    continue
+                inside = texts[opening + 1 : -1]
+                message = "".join(str(text) for text in inside)
+                translation = catalogue.gettext(message)
+                if inside and translation != message:
+                    inside[0].parent.replace(inside[0], nodes.Text(translation))
+                    for text in inside[1:]:
+                        text.parent.remove(text)
+
+
+class FullWidthBracketsInExerciseTitles(SphinxPostTransform):
+    """In a Chinese edition, "练习 3（标题）" rather than the "练习 3 (标题)" that sphinx-exercise writes."""
+
+    default_priority = 23  # after the titles are built and translated
+
+    def run(self, **kwargs: Any) -> None:
+        if not (self.config.language or "").startswith("zh"):
+            return
+        for title in list(self.document.findall(nodes.title)):
+            if not isinstance(title.parent, exercise_enumerable_node | solution_node):
+                continue
+            for text in list(title.findall(nodes.Text)):
+                replacement = {" (": "（", ")": "）"}.get(str(text))
+                if replacement is not None:
+                    text.parent.replace(text, nodes.Text(replacement))
+
+
 # The node whose message Sphinx's Locale transform is translating (Sphinx reads one document at a time).
 _translating: list[nodes.Node | None] = [None]
 DOCSTRING = "docstring of "  # "<file>:docstring of <object>", or "docstring of <object>" for data
@@ -231,6 +280,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_transform(ExerciseTitlesAreMessages)
     app.add_transform(TranslateDisplayMath)
     app.add_post_transform(ExerciseTitlesInCatalogues)
+    app.add_post_transform(TranslateSolutionTitles)
+    app.add_post_transform(FullWidthBracketsInExerciseTitles)
     app.add_transform(TranslateTocCaptions)
     use_rest_for_docstrings()
     return {"parallel_read_safe": True, "parallel_write_safe": True}

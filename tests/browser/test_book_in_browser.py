@@ -63,6 +63,8 @@ CJK = re.compile(r"[\u4e00-\u9fff\u3000-\u303f\uff00-\uffef]")
 # Words of English prose: lower-case words, not parts of dotted names (``collections.abc``) or type hints.
 ENGLISH_WORD = re.compile(r"\b[a-z]{2,}\b")
 DOTTED_NAME = re.compile(r"\w+(?:\.\w+)+")
+# What a translation keeps in English on purpose: quoted titles and messages, paths and repository names.
+QUOTED_OR_PATH = re.compile(r"“[^”]*”|\"[^\"]*\"|‘[^’]*’|\S*/\S*")
 
 
 def _pages() -> list[str]:
@@ -463,14 +465,20 @@ class _TextBlocks(HTMLParser):
 
 
 def _english_blocks(html: str) -> list[str]:
-    """Blocks of text with five or more English words and no Chinese character."""
+    """Text left in English: a run of five or more English words with no Chinese character in between.
+
+    A block of a translated page may keep English names, a term's English in parentheses or a paper's title
+    (in quotes), but not a phrase of English prose: "练习 3（T5's untouched buckets at another
+    scale）" is caught as well as a whole paragraph.
+    """
     article = html.split('<article class="bd-article">', 1)[-1].split("</article>", 1)[0]
     parser = _TextBlocks()
     parser.feed(article)
     english = []
     for pieces in parser.blocks:
         text = " ".join("".join(pieces).split())
-        if not CJK.search(text) and len(ENGLISH_WORD.findall(DOTTED_NAME.sub("", text))) >= 5:
+        runs = CJK.split(DOTTED_NAME.sub("", QUOTED_OR_PATH.sub("", text)))
+        if any(len(ENGLISH_WORD.findall(run)) >= 5 for run in runs):
             english.append(text[:120])
     return english
 
