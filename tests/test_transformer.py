@@ -371,7 +371,9 @@ def test_the_cache_holds_keys_rotated_once_at_their_positions_and_plain_values()
         _, k, v = attention.qkv(x).view(2, 9, 3, HEADS, HEAD_DIM).permute(2, 0, 3, 1, 4)
     assert torch.equal(cache.keys[..., :6, :], prompt_keys)  # never rotated again
     assert_close(cache.keys, apply_rope(k, torch.arange(9)))
-    assert torch.equal(cache.values, v)
+    # Plain values: equal up to float32 rounding (one projection of 9 tokens and four of 6, 1, 1 and 1 tokens
+    # need not round alike on every CPU); rotated values would differ by O(1).
+    assert_close(cache.values, v)
     assert len(cache) == 9 and torch.equal(cache.positions, torch.arange(9))
     assert cache.xpos_centre is None
 

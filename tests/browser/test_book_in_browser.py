@@ -541,3 +541,18 @@ def test_internal_links_resolve(page: str, visit: Callable[[str], PageReport], b
         elif fragment and target.suffix == ".html" and unquote(fragment) not in _anchors(target):
             broken.append(f"{link}: no element with id {fragment!r}")
     assert not broken, f"{page}:\n" + "\n".join(broken)
+
+
+@pytest.mark.parametrize("page", [page for page in CHINESE_PAGES if page in MATH_PAGES])
+def test_translated_display_formulas_are_formulas(page: str) -> None:
+    """A display formula whose \\text{} words were translated is that formula, not Sphinx's "::" literal-block
+    marker (book/_ext/editions.py, TranslateDisplayMath)."""
+    blocks = re.findall(
+        r'<div class="math notranslate nohighlight">\s*\\\[(.*?)\\\]\s*</div>', _page_source(page), re.S
+    )
+    assert all(block.strip() != "::" for block in blocks), f"{page}: a display formula reads '::'"
+
+
+def test_a_display_formula_with_translated_words_is_shown() -> None:
+    source = _page_source("zh_CN/notebooks/12_inference_positions.html")
+    assert "\\text{一个固定矩阵}" in source
