@@ -1,23 +1,18 @@
-"""Sphinx extension: on every page, a link to the same page in the book's other language.
+"""Sphinx extension: the book in more than one language, from one source (``book/editions.py`` builds them).
 
 The editions are listed in ``_config.yml`` (``posenc_editions``): English at the root of the site, each
-translation in its own folder below it (``zh_CN/``), built from the same sources by ``book/editions.py``.
-A page has the same name in every edition, so the link is the page's own path, moved from one edition's root
-to the other's; relative, so that it works from a local build (``file://``) as on the published site.
+translation in its own folder below it (``zh_CN/``). This extension
 
-The link is a component of the primary sidebar, under the book's title, and each page declares its
-counterparts with ``<link rel="alternate" hreflang="...">``.
-
-It also translates display formulas (``$$ ... $$``, whose words in ``\text{...}`` the catalogues translate).
-Sphinx 7.4 translates such a block as it would a reStructuredText literal block: it parses ``::`` followed by
-the indented formula, which in a Markdown page (MyST) is a paragraph reading "::", and that replaced the
-formula. :class:`TranslateDisplayMath` puts the translated formula in before Sphinx's own translation runs.
-
-And it parses the translations of docstrings as what they are. Sphinx parses every translated message of a
-page with the page's parser; the API page is Markdown, but its docstrings (``automodule``) are
-reStructuredText, so their translated roles (``:func:`...```) came out as plain text. :func:`use_rest_for_
-docstrings` makes Sphinx parse a message as reStructuredText when the node it translates comes from a
-docstring.
+- puts on every page a link to the same page in the other editions (:func:`add_language_links`): a component
+  of the primary sidebar, under the book's title, and ``<link rel="alternate" hreflang="...">`` in the head.
+  A page has the same name in every edition, so the link is the page's own path moved from one edition's
+  root to the other's, relative so that it works from a local build (``file://``) as on the published site;
+- and makes Sphinx 7.4 translate what it left in English or broke, each explained where it is fixed:
+  display formulas (:class:`TranslateDisplayMath`), docstrings on a Markdown page
+  (:func:`use_rest_for_docstrings`), the captions of the table of contents (:class:`TranslateTocCaptions`),
+  and the titles of exercises and solutions (:class:`ExerciseTitlesAreMessages`,
+  :class:`ExerciseTitlesInCatalogues`, :class:`TranslateSolutionTitles`,
+  :class:`FullWidthBracketsInExerciseTitles`).
 """
 
 from __future__ import annotations
@@ -103,7 +98,13 @@ def _page_catalogue(transform: SphinxTransform) -> Any:
 
 
 class TranslateDisplayMath(SphinxTransform):
-    """Replace each display formula with its translation from the page's catalogue, as written there."""
+    """Replace each display formula with its translation from the page's catalogue, as written there.
+
+    Sphinx translates a display formula (``$$ ... $$``, whose words in ``\\text{...}`` the catalogues
+    translate) as it would a reStructuredText literal block: it parses ``::`` followed by the indented
+    formula, which on a Markdown page (MyST) is a paragraph reading "::", and that replaced the formula.
+    This runs first and marks the block translated, so that Sphinx leaves it alone.
+    """
 
     default_priority = Locale.default_priority - 1
 
@@ -241,7 +242,11 @@ DOCSTRING = "docstring of "  # "<file>:docstring of <object>", or "docstring of 
 
 
 def use_rest_for_docstrings() -> None:
-    """Wrap the two functions of ``sphinx.transforms.i18n`` that Locale calls by name.
+    """Parse the translation of a docstring as reStructuredText, not as the page's Markdown.
+
+    Sphinx parses every translated message of a page with the page's parser; the API page is Markdown, but
+    its docstrings (``automodule``) are reStructuredText, so their translated roles (``:func:`...```) came
+    out as plain text. This wraps the two functions of ``sphinx.transforms.i18n`` that Locale calls by name.
 
     ``extract_messages`` yields each node with its message; the wrapper remembers the node. ``publish_msgstr``
     parses a translated message with the parser that the path it is given implies; for a node from a
