@@ -223,3 +223,17 @@ def test_glossary_shows_each_entry_in_both_languages() -> None:
     assert not english_lost, f"translated term lines that dropped the English term: {english_lost}"
     translated_terms = [catalogue[term].lower() for terms in entries for term in terms]
     assert len(set(translated_terms)) == len(translated_terms), "two glossary terms translate the same"
+
+
+def test_folded_cells_are_code_cells_as_the_translated_labels_say() -> None:
+    """A translated edition labels folded cells "显示代码" (show code) in _config.yml: right only while the
+    chapters fold nothing but code (hide-input), not outputs or whole cells."""
+    import json
+
+    labels = [edition.sphinx_config.get("nb_code_prompt_show", "") for edition in TRANSLATIONS]
+    assert all("{type}" not in label for label in labels) and "显示代码" in labels
+    folding = set()
+    for notebook in (ROOT / "notebooks").glob("*.ipynb"):
+        for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+            folding |= {tag for tag in cell.get("metadata", {}).get("tags", []) if tag.startswith("hide-")}
+    assert folding == {"hide-input"}, folding
