@@ -60,7 +60,8 @@ def make_patch_batch(
         batch_size: number of grids.
         vocab_size: number of symbols (at least 2).
         generator: the seeded CPU generator the symbols are drawn from.
-        offset: :math:`(\delta_i, \delta_j)`, the neighbour to copy; each entry at most the grid size.
+        offset: :math:`(\delta_i, \delta_j)`, the neighbour to copy, with :math:`|\delta_i|` below the
+            height and :math:`|\delta_j|` below the width.
     """
     height, width = check_positive_int("height", height), check_positive_int("width", width)
     batch_size = check_positive_int("batch_size", batch_size)
