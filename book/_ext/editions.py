@@ -155,14 +155,9 @@ class ExerciseTitlesAreMessages(SphinxTransform):
 
     def apply(self, **kwargs: Any) -> None:
         for subtitle in self.document.findall(exercise_subtitle):
-            if subtitle.source:
-                continue
-            owner = subtitle.parent
-            while owner is not None and not owner.source:
-                owner = owner.parent
-            subtitle.source = owner.source if owner is not None else self.document["source"]
-            subtitle.line = owner.line if owner is not None else None
-            subtitle.rawsource = subtitle.astext()  # titles are plain text: the message is what is shown
+            if not subtitle.source:
+                subtitle.source = self.document["source"]
+                subtitle.rawsource = subtitle.astext()  # titles are plain text: the message is what is shown
 
 
 class ExerciseTitlesInCatalogues(SphinxPostTransform):
